@@ -1,0 +1,55 @@
+"""ament_python packaging for Mirror: one ROS 2 package, three Python packages."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mirror_policy"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Mirror-neuron aligned ARP policy + ViCLIP perception on an embedded RLBench-style simulator",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mirror_policy*", "mirror_perception*", "sim_bridge*"]),
+    package_data={"mirror_perception": ["assets/*"], "sim_bridge": ["assets/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=9",
+        "scipy>=1.10",
+        "pybullet==3.2.7",
+        "ompl==2.0.1",
+        "torch>=2.3,<=2.14.1",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        # A user with a sourced ROS 2 distro uses its rclpy; everyone else takes the PyPI wheels.
+        "ros": [
+            "ros-rclpy[fastrtps]",
+            "ros-sensor-msgs",
+            "ros-geometry-msgs",
+            "ros-std-msgs",
+            "ros-std-srvs",
+        ],
+        "test": ["pytest>=7", "ruff>=0.6"],
+        # RLBench backend: needs CoppeliaSim 4.1 installed by hand (see README).
+        "rlbench": ["rlbench", "pyrep"],
+    },
+    entry_points={
+        "console_scripts": [
+            "generate_demos = sim_bridge.scripts.generate_demos:main",
+            "replay_demos = sim_bridge.scripts.replay_demos:main",
+        ],
+    },
+)
