@@ -103,6 +103,6 @@ class CameraRig:
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(self.size, self.size, 4)[:, :, :3].copy()
         buf = np.asarray(depth_buffer, dtype=np.float64).reshape(self.size, self.size)
         near, far = spec.near, spec.far
-        depth = (far * near / (far - (far - near) * buf)).astype(np.float32)
+        depth = np.clip(far * near / (far - (far - near) * buf), near, far).astype(np.float32)
         mask = mask_handles(np.asarray(seg).reshape(self.size, self.size))
         return CameraFrame(rgb, depth, mask, spec.intrinsics(self.size), extrinsics, near, far)

@@ -1,0 +1,146 @@
+"""The embedded simulator: camera geometry against ray casts, keyframe control, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+import pytest
+
+from sim_bridge.actions import KeyframeAction
+from sim_bridge.bullet.camera_rig import handle_of
+from sim_bridge.cameras import CAMERA_NAMES, project_world_points
+from sim_bridge.errors import (
+    InvalidActionError,
+    PlanningError,
+    SimError,
+    UnknownTaskError,
+    UnknownVariationError,
+)
+from sim_bridge.tasks.base import top_down_quaternion
+
+
+def _ray_cast(env, frame, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hit points, body ids and link ids of rays through pixel centres (u, v) using RLBench's K/E."""
+    K, E = frame.intrinsics, frame.extrinsics
+    u, v = pixels[:, 0].astype(float), pixels[:, 1].astype(float)
+    dirs_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    dirs = dirs_cam @ E[:3, :3].T
+    origin = E[:3, 3]
+    ends = origin + dirs * (frame.far / np.linalg.norm(dirs, axis=1, keepdims=True))
+    hits = p.rayTestBatch([origin.tolist()] * len(u), ends.tolist(), physicsClientId=env.client)
+    points = np.array([h[3] for h in hits])
+    return points, np.array([h[0] for h in hits]), np.array([h[1] for h in hits])
+
+
+@pytest.mark.parametrize("camera", CAMERA_NAMES)
+def test_point_cloud_matches_ray_casts(bullet_env, camera):
+    _, obs = bullet_env.reset("push_buttons", 0, seed=3)
+    frame = obs.camera(camera)
+    cloud = frame.point_cloud()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(2, 126, size=(400, 2))  # (u, v)
+    hit_points, bodies, links = _ray_cast(bullet_env, frame, pixels)
+    valid = bodies >= 0
+    rendered = cloud[pixels[valid, 1], pixels[valid, 0]]
+    errors = np.linalg.norm(rendered - hit_points[valid], axis=1)
+    assert valid.sum() > 200
+    assert np.median(errors) < 1e-3, f"median point-cloud error {np.median(errors) * 1000:.3f} mm"
+    # Masks name the shape the ray hit (most pixels are not on an edge).
+    handles = frame.mask[pixels[valid, 1], pixels[valid, 0]]
+    expected = np.array([handle_of(b, lk) for b, lk in zip(bodies[valid], links[valid], strict=True)])
+    assert np.mean(handles == expected) > 0.95
+
+
+def test_projection_round_trip(bullet_env):
+    _, obs = bullet_env.reset("push_buttons", 1, seed=4)
+    frame = obs.camera("front")
+    cloud = frame.point_cloud()
+    uv, z = project_world_points(cloud.reshape(-1, 3), frame.intrinsics, frame.extrinsics)
+    grid = np.stack(np.meshgrid(np.arange(128), np.arange(128), indexing="xy"), -1).reshape(-1, 2)
+    assert np.allclose(uv, grid, atol=1e-6)
+    assert np.allclose(z, frame.depth.reshape(-1), atol=1e-5)
+
+
+def test_observation_fields(bullet_env):
+    info, obs = bullet_env.reset("push_buttons", 2, seed=5)
+    assert (
+        info.instruction == "push the maroon button, then push the green button, then push the blue button"
+    )
+    assert set(obs.cameras) == set(CAMERA_NAMES)
+    for frame in obs.cameras.values():
+        assert frame.rgb.shape == (128, 128, 3) and frame.rgb.dtype == np.uint8
+        assert frame.depth.shape == (128, 128) and frame.depth.dtype == np.float32
+        assert frame.near < frame.depth.min() and frame.depth.max() <= frame.far
+    assert np.isclose(np.linalg.norm(obs.gripper_pose[3:]), 1.0)
+    assert np.allclose(obs.gripper_matrix[:3, 3], obs.gripper_pose[:3])
+    misc = obs.misc()
+    assert misc["front_camera_intrinsics"][0, 0] < 0  # RLBench's negative focal length
+    assert obs.gripper_open == 1.0 and obs.joint_positions.shape == (7,)
+
+
+def test_keyframe_step_reaches_target_and_stays_usable(bullet_env):
+    bullet_env.reset("push_buttons", 0, seed=6)
+    target = np.array([0.2, 0.15, 1.0])
+    result = bullet_env.step(KeyframeAction(target, top_down_quaternion(0.3), gripper_open=False))
+    assert np.linalg.norm(result.observation.gripper_pose[:3] - target) < 5e-3
+    assert result.observation.gripper_open == 0.0 and result.frames > 0
+
+    q_before = bullet_env.robot.joint_positions()
+    with pytest.raises(PlanningError, match="IK|reach|path"):
+        # 0.69 m from the base at table height, pointing up into the table: no IK solution.
+        bullet_env.step(KeyframeAction(np.array([0.69, 0.49, 0.76]), np.array([0.0, 0.0, 0.0, 1.0]), True))
+    assert np.allclose(bullet_env.robot.joint_positions(), q_before, atol=1e-3)
+    # The simulator is still usable after the failure.
+    result = bullet_env.step(KeyframeAction(np.array([0.25, 0.0, 1.1]), top_down_quaternion(), True))
+    assert np.linalg.norm(result.observation.gripper_pose[:3] - [0.25, 0.0, 1.1]) < 5e-3
+
+
+def test_colliding_target_is_refused(bullet_env):
+    bullet_env.reset("push_buttons", 0, seed=7)
+    button_top = bullet_env.task.top_of(0)
+    with pytest.raises(PlanningError, match="collid|path"):
+        bullet_env.step(KeyframeAction(button_top - [0, 0, 0.02], top_down_quaternion(), True))
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ([0.2, 0.0, 1.0, 0, 1, 0, 0], "8 or 9"),
+        ([0.2, np.nan, 1.0, 0, 1, 0, 0, 1, 0], "NaN"),
+        ([0.2, 0.0, 1.0, 0, 0, 0, 0, 1, 0], "norm"),
+        ([0.2, 0.0, 1.0, 0, 3, 0, 0, 1, 0], "norm"),
+    ],
+)
+def test_malformed_actions_are_refused(vector, message):
+    with pytest.raises(InvalidActionError, match=message):
+        KeyframeAction.from_vector(vector)
+
+
+def test_nearly_unit_quaternion_is_normalised():
+    action = KeyframeAction.from_vector([0.2, 0.0, 1.0, 0, 1.02, 0, 0, 1, 1])
+    assert np.isclose(np.linalg.norm(action.quaternion), 1.0)
+    assert action.gripper_open and action.ignore_collisions
+
+
+def test_out_of_workspace_target_is_refused(bullet_env):
+    bullet_env.reset("push_buttons", 0, seed=8)
+    with pytest.raises(InvalidActionError, match="workspace"):
+        bullet_env.step(KeyframeAction(np.array([1.5, 0.0, 1.0]), top_down_quaternion(), True))
+
+
+def test_unknown_task_and_variation(bullet_env):
+    with pytest.raises(UnknownTaskError, match="available: .*push_buttons"):
+        bullet_env.reset("make_coffee", 0, seed=0)
+    with pytest.raises(UnknownVariationError, match="0..49"):
+        bullet_env.reset("push_buttons", 50, seed=0)
+    with pytest.raises(SimError):
+        type(bullet_env)().step(KeyframeAction(np.zeros(3), np.array([0, 0, 0, 1.0]), True))
+
+
+def test_same_seed_same_layout(bullet_env):
+    _, a = bullet_env.reset("push_buttons", 4, seed=11)
+    _, b = bullet_env.reset("push_buttons", 4, seed=11)
+    _, c = bullet_env.reset("push_buttons", 4, seed=12)
+    assert np.allclose(a.task_low_dim_state, b.task_low_dim_state)
+    assert not np.allclose(a.task_low_dim_state, c.task_low_dim_state)
+    assert np.array_equal(a.camera("front").rgb, b.camera("front").rgb)
