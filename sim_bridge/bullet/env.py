@@ -79,6 +79,7 @@ class BulletBackend:
         self._rng = np.random.default_rng(0)
         self._last_obs: Observation | None = None
         self._excluded: set[int] = set()
+        self._joint_velocities = np.zeros(7)  # measured over the last control tick
         # Index, in the last demo's frames, of the frame that ends each scripted waypoint.
         self.demo_waypoint_frames: list[int] = []
 
@@ -106,6 +107,7 @@ class BulletBackend:
         for _ in range(self._substeps * 5):  # let objects settle on the table
             p.stepSimulation(physicsClientId=self.client)
         self._ignore_collisions = 0.0
+        self._joint_velocities = np.zeros(7)
         self.info = EpisodeInfo(task, variation, new_task.descriptions(variation), seed)
         return self.info, self.observation()
 
@@ -119,7 +121,7 @@ class BulletBackend:
         return Observation(
             cameras=self.rig.render(tip),
             joint_positions=self.robot.joint_positions(),
-            joint_velocities=self.robot.joint_velocities(),
+            joint_velocities=self._joint_velocities.copy(),
             joint_forces=self.robot.joint_forces(),
             gripper_open=1.0 if self.robot.gripper_open else 0.0,
             gripper_pose=np.concatenate([tip[:3, 3], Rotation.from_matrix(tip[:3, :3]).as_quat()]),
@@ -281,7 +283,7 @@ class BulletBackend:
             ticks += 1
             if (
                 np.max(np.abs(self.robot.joint_positions() - goal)) < 2e-3
-                and np.max(np.abs(self.robot.joint_velocities())) < 0.05
+                and np.max(np.abs(self._joint_velocities)) < 0.05
             ):
                 break
         return ticks
@@ -314,8 +316,10 @@ class BulletBackend:
         return near_one
 
     def _tick(self) -> None:
+        before = self.robot.joint_positions()
         for _ in range(self._substeps):
             p.stepSimulation(physicsClientId=self.client)
+        self._joint_velocities = (self.robot.joint_positions() - before) * self.config.control_hz
         self._require_task().on_tick()
 
     def _emit(self, on_frame: FrameCallback | None) -> None:

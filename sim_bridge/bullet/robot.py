@@ -3,7 +3,8 @@ and the gripper with RLBench-style "magic grasp" (the grasped object is attached
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +72,6 @@ class PandaArm:
     def joint_positions(self) -> np.ndarray:
         return np.array([s[0] for s in p.getJointStates(self.body, ARM_JOINTS, physicsClientId=self.client)])
 
-    def joint_velocities(self) -> np.ndarray:
-        return np.array([s[1] for s in p.getJointStates(self.body, ARM_JOINTS, physicsClientId=self.client)])
-
     def joint_forces(self) -> np.ndarray:
         return np.array([s[3] for s in p.getJointStates(self.body, ARM_JOINTS, physicsClientId=self.client)])
 
@@ -114,7 +112,12 @@ class PandaArm:
 
     # -- control -------------------------------------------------------------------------------------------
     def hold(self, q: np.ndarray, gain: float = 0.5) -> None:
-        """Position-control targets for the arm; a high gain keeps tracking error small (research/sim.md)."""
+        """Position-control targets for the arm; a high gain keeps tracking error small (research/sim.md).
+
+        PyBullet's position motors move joints through position correction, so the joint velocities
+        that ``getJointState`` reports stay near zero; the simulator measures velocities by differencing
+        positions over a control tick instead.
+        """
         p.setJointMotorControlArray(
             self.body, ARM_JOINTS, p.POSITION_CONTROL, targetPositions=list(q),
             forces=list(self.max_force * 2.0), positionGains=[gain] * 7, physicsClientId=self.client,
@@ -169,10 +172,7 @@ class PandaArm:
         iterated from each seed, then from random configurations; the caller's state is restored.
         """
         target = pose_matrix(position, quaternion)
-        state = p.saveState(physicsClientId=self.client)
-        held = self.grasp
-        self.grasp = None  # the held object must not be teleported by IK probes
-        try:
+        with self.preserved_arm():
             candidates = [np.asarray(s, dtype=float) for s in seeds]
             candidates += [rng.uniform(self.lower, self.upper) for _ in range(restarts)]
             best_err = np.inf
@@ -189,10 +189,6 @@ class PandaArm:
                 f"quaternion {np.round(quaternion, 3).tolist()} "
                 f"(best position error {best_err * 1000:.1f} mm)"
             )
-        finally:
-            self.grasp = held
-            p.restoreState(state, physicsClientId=self.client)
-            p.removeState(state, physicsClientId=self.client)
 
     def _solve_from(self, seed: np.ndarray, position, quaternion, iterations: int = 8) -> np.ndarray | None:
         self._set_arm(np.clip(seed, self.lower, self.upper))
@@ -215,16 +211,23 @@ class PandaArm:
         return err_p, err_r
 
     def forward_kinematics(self, q: np.ndarray) -> np.ndarray:
-        """4x4 tip pose at configuration q (state restored afterwards)."""
-        state = p.saveState(physicsClientId=self.client)
-        held, self.grasp = self.grasp, None
-        try:
+        """4x4 tip pose at configuration q (arm state restored afterwards)."""
+        with self.preserved_arm():
             self._set_arm(q)
             return self.tip_pose()
+
+    @contextmanager
+    def preserved_arm(self) -> Iterator[None]:
+        """Restore the arm's joint positions and velocities on exit, and keep a held object where it is
+        meanwhile. Much cheaper than ``saveState`` (which copies the whole world) for kinematic probes."""
+        states = p.getJointStates(self.body, ARM_JOINTS, physicsClientId=self.client)
+        held, self.grasp = self.grasp, None
+        try:
+            yield
         finally:
+            for j, (q, v, *_rest) in zip(ARM_JOINTS, states, strict=True):
+                p.resetJointState(self.body, j, q, v, physicsClientId=self.client)
             self.grasp = held
-            p.restoreState(state, physicsClientId=self.client)
-            p.removeState(state, physicsClientId=self.client)
 
     # -- collision checking --------------------------------------------------------------------------------
     def collisions(
