@@ -32,6 +32,8 @@ class StepResult:
     observation: Observation
     success: bool
     frames: int  # control ticks executed while reaching the keyframe
+    planning_seconds: float = 0.0  # IK + path search
+    execution_seconds: float = 0.0  # physics, rendering and callbacks while moving
 
 
 class SimBackend(Protocol):
@@ -55,7 +57,7 @@ class SimBackend(Protocol):
     def success(self) -> bool: ...
 
     def demo(self, on_frame: FrameCallback | None = None) -> list[Observation]:
-        """Run the task's scripted demonstration from the current reset state; returns every recorded frame."""
+        """Run the task's scripted demonstration from the reset state; returns every recorded frame."""
         ...
 
     def close(self) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,7 @@ class BulletBackend:
         self._joint_velocities = np.zeros(7)  # measured over the last control tick
         # Index, in the last demo's frames, of the frame that ends each scripted waypoint.
         self.demo_waypoint_frames: list[int] = []
+        self.demo_steps: list[StepResult] = []  # per-waypoint results (timings) of the last demo
 
     # -- SimBackend ----------------------------------------------------------------------------------------
     def task_names(self) -> list[str]:
@@ -146,8 +148,9 @@ class BulletBackend:
         if on_frame is not None:
             on_frame(frames[0])
         self.demo_waypoint_frames = []
+        self.demo_steps = []
         for waypoint in task.demo():
-            self.follow(waypoint, record)
+            self.demo_steps.append(self.follow(waypoint, record))
             self.demo_waypoint_frames.append(len(frames) - 1)
         return frames
 
@@ -169,14 +172,17 @@ class BulletBackend:
         self._last_obs = None
         action = KeyframeAction.from_vector(action.to_vector())  # re-validates actions built by hand
         self._check_workspace(action.position)
+        started = time.perf_counter()
         path = self._path_to(action, linear_only)
+        planned = time.perf_counter()
         self._ignore_collisions = float(action.ignore_collisions)
         ticks = self._execute(path, on_frame)
         if action.gripper_open != self.robot.gripper_open:
             self._actuate_gripper(action.gripper_open)
             ticks += 1
             self._emit(on_frame)
-        return StepResult(self._last_obs or self.observation(), self.success(), ticks)
+        obs = self._last_obs or self.observation()
+        return StepResult(obs, self.success(), ticks, planned - started, time.perf_counter() - planned)
 
     def _check_workspace(self, position: np.ndarray) -> None:
         low, high = np.asarray(self.config.workspace_low), np.asarray(self.config.workspace_high)

@@ -95,8 +95,9 @@ def decode_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Save an (H, W, 3) uint8 array as an 8-bit RGB PNG."""
-    Image.fromarray(_check_rgb(rgb, "image")).save(path, format="PNG")
+    """Save an (H, W, 3) uint8 array as an 8-bit RGB PNG. zlib level 1: ~4x faster than Pillow's default
+    for a few percent more disk, which matters when a demo writes thousands of frames."""
+    Image.fromarray(_check_rgb(rgb, "image")).save(path, format="PNG", compress_level=1)
 
 
 def read_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:

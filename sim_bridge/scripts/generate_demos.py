@@ -23,11 +23,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sim_bridge.backend import EpisodeInfo
+from sim_bridge.bullet.env import BulletBackend
 from sim_bridge.dataset import is_complete_episode, write_episode
 from sim_bridge.errors import SimError, UnknownTaskError
+from sim_bridge.observation import Observation
 
 log = logging.getLogger("generate_demos")
 SEED_KEY = "mirror_episode_seed"
+WAYPOINTS_KEY = "mirror_waypoint_frames"
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,42 @@ def plan_episodes(
 _ENV = None
 
 
-def _worker_env():
+def _worker_env() -> BulletBackend:
+    """One simulator per worker process, built on first use."""
     global _ENV
     if _ENV is None:
-        from sim_bridge.bullet.env import BulletBackend
-
         _ENV = BulletBackend()
     return _ENV
+
+
+@dataclass
+class RecordedEpisode:
+    info: EpisodeInfo
+    frames: list[Observation]
+    waypoint_frames: list[int]  # index of the frame that ends each scripted waypoint
+
+
+class DemoFailedError(SimError):
+    """The scripted demo ran to its end but the task's success condition is not met."""
+
+
+def record_episode(env: BulletBackend, task: str, variation: int, seed: int) -> RecordedEpisode:
+    """Reset and run the scripted demo; raises SimError if it cannot be planned or does not succeed."""
+    info, _ = env.reset(task, variation, seed)
+    frames = env.demo()
+    if not env.success():
+        raise DemoFailedError("demo finished without success")
+    return RecordedEpisode(info, frames, list(env.demo_waypoint_frames))
+
+
+def save_episode(directory: Path, episode: RecordedEpisode) -> None:
+    """Write in RLBench layout; our seed and the waypoint frames go into frame 0's ``misc``, and numpy's
+    legacy RNG state for that seed into ``Demo.random_seed`` (where RLBench keeps it)."""
+    first = episode.frames[0]
+    first.extra_misc[SEED_KEY] = episode.info.seed
+    first.extra_misc[WAYPOINTS_KEY] = list(episode.waypoint_frames)
+    legacy_state = np.random.RandomState(episode.info.seed % 2**32).get_state()
+    write_episode(directory, episode.frames, episode.info.descriptions, episode.info.variation, legacy_state)
 
 
 def run_job(job: EpisodeJob, attempts: int) -> tuple[EpisodeJob, str, str, float, int]:
@@ -79,18 +112,12 @@ def run_job(job: EpisodeJob, attempts: int) -> tuple[EpisodeJob, str, str, float
     for attempt in range(attempts):
         seed = job.seed + 104_729 * attempt
         try:
-            info, _ = env.reset(job.task, job.variation, seed)
-            frames = env.demo()
-            if not env.success():
-                last_error = f"seed {seed}: demo finished without success"
-                continue
+            episode = record_episode(env, job.task, job.variation, seed)
         except SimError as err:
             last_error = f"seed {seed}: {type(err).__name__}: {err}"
             continue
-        frames[0].extra_misc[SEED_KEY] = seed
-        legacy_state = np.random.RandomState(seed % 2**32).get_state()
-        write_episode(job.directory, frames, info.descriptions, job.variation, random_seed=legacy_state)
-        return job, "written", f"attempt {attempt + 1}", time.perf_counter() - start, len(frames)
+        save_episode(job.directory, episode)
+        return job, "written", f"attempt {attempt + 1}", time.perf_counter() - start, len(episode.frames)
     return job, "failed", last_error, time.perf_counter() - start, 0
 
 
