@@ -1,1 +1,1 @@
-"""Embedded RLBench-style simulator: PyBullet scene, RLBench cameras, keyframe control, tasks, RLBench data."""
+"""Embedded RLBench-style simulator: PyBullet scene, RLBench cameras, keyframe control, tasks, data."""

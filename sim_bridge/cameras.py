@@ -3,7 +3,7 @@
 RLBench (PyRep) conventions, kept exactly so that point clouds from our simulator and from real RLBench data
 are interchangeable:
 
-* intrinsics ``K`` have **negative** focal lengths: ``fx = fy = -(W/2) / tan(fov/2)``, ``cx = W/2``, ``cy = H/2``;
+* intrinsics ``K`` have **negative** focal lengths, ``fx = fy = -(W/2) / tan(fov/2)``, centre (W/2, H/2);
 * extrinsics ``E`` are the camera-to-world pose; the camera frame is x left, y up, z forward (the OpenCV
   frame with x and y flipped: ``E_cv = E @ diag(-1, -1, 1, 1)``);
 * for array pixel (row v, column u) with metric z-depth ``z``:
@@ -51,7 +51,9 @@ def _wrist_axis() -> tuple[float, float, float]:
 # Poses, FOVs and clip planes measured on RLBench's scene (research/rlbench.md section 3).
 RLBENCH_CAMERAS: dict[str, CameraSpec] = {
     "front": CameraSpec("front", 40.0, 0.01, 4.5, (1.35, 0.0, 1.58), (-0.906, 0.0, -0.423)),
-    "left_shoulder": CameraSpec("left_shoulder", 40.0, 0.01, 3.2, (-0.175, 0.20, 1.98), (0.416, -0.073, -0.906)),
+    "left_shoulder": CameraSpec(
+        "left_shoulder", 40.0, 0.01, 3.2, (-0.175, 0.20, 1.98), (0.416, -0.073, -0.906)
+    ),
     "right_shoulder": CameraSpec(
         "right_shoulder", 40.0, 0.01, 3.2, (-0.175, -0.20, 1.98), (0.416, 0.073, -0.906)
     ),
@@ -76,7 +78,9 @@ def look_at_extrinsics(position: np.ndarray, axis: np.ndarray, up: np.ndarray = 
 
 def tip_camera_extrinsics(spec: CameraSpec, tip_pose: np.ndarray) -> np.ndarray:
     """World pose of a tip-mounted camera given the 4x4 tip pose. Image "up" points along the tip's -x."""
-    local = look_at_extrinsics(np.asarray(spec.position), np.asarray(spec.axis), up=np.array([-1.0, 0.0, 0.0]))
+    local = look_at_extrinsics(
+        np.asarray(spec.position), np.asarray(spec.axis), up=np.array([-1.0, 0.0, 0.0])
+    )
     return tip_pose @ local
 
 
