@@ -7,6 +7,8 @@ cd "$root"
 # ROS 2 traffic stays on this machine; a per-run domain keeps concurrent runs apart.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}"
+# OpenMP threads that busy-wait make torch 2-5x slower when the two cores are shared with simulators.
+export OMP_WAIT_POLICY=PASSIVE
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

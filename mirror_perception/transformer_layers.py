@@ -1,0 +1,132 @@
+"""The CLIP pre-LN transformer, with parameter names that match OpenAI CLIP / ViCLIP state dicts.
+
+Sequences are batch-first here (upstream is sequence-first); names do not depend on the layout, so the
+official weights load unchanged. Attention uses `scaled_dot_product_attention` on the packed q/k/v
+projection that `nn.MultiheadAttention` stores as `in_proj_weight` / `in_proj_bias`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and cast back, as CLIP does, so half-precision runs stay stable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """CLIP's activation x*sigmoid(1.702x); the official weights were trained with it, not exact GELU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a residual branch for a random subset of samples.
+
+    Upstream (timm on a sequence-first tensor) draws the mask per token position instead of per sample;
+    we use the standard per-sample form. It only matters in training and leaves weights compatible.
+    """
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with the parameter layout of `nn.MultiheadAttention` (q, k, v packed in that order)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's default; CLIP init overrides
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), each branch under stochastic depth."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.attn = MultiheadSelfAttention(width, heads)
+        self.ln_1 = LayerNorm(width, eps=1e-5)
+        hidden = width * mlp_ratio
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                c_fc=nn.Linear(width, hidden),
+                gelu=QuickGELU(),
+                c_proj=nn.Linear(hidden, width),
+            )
+        )
+        self.ln_2 = LayerNorm(width, eps=1e-5)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.ln_1(x), causal=causal))
+        return x + self.drop_path(self.mlp(self.ln_2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of residual attention blocks; `drop_path_rate` rises linearly from 0 over depth."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: int = 4, drop_path_rate: float = 0.0):
+        super().__init__()
+        rates = [drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, r) for r in rates)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, causal=causal)
+        return x
+
+    @torch.no_grad()
+    def init_clip_weights(self) -> None:
+        """OpenAI CLIP's initialisation: scaled normals for projections, zero biases, unit LayerNorms."""
+        width = self.resblocks[0].ln_1.normalized_shape[0]
+        attn_std = width**-0.5
+        proj_std = attn_std * (2 * len(self.resblocks)) ** -0.5
+        fc_std = (2 * width) ** -0.5
+        for block in self.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.zeros_(block.attn.in_proj_bias)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.zeros_(block.attn.out_proj.bias)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.zeros_(block.mlp.c_fc.bias)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            nn.init.zeros_(block.mlp.c_proj.bias)
+            for norm in (block.ln_1, block.ln_2):
+                nn.init.ones_(norm.weight)
+                nn.init.zeros_(norm.bias)
+
+
+def clip_init_scale(width: int) -> float:
+    """Std of CLIP's embedding tables and output projections for a tower of this width."""
+    return 1.0 / math.sqrt(width)
