@@ -30,6 +30,8 @@ from sim_bridge.tasks.base import TABLE_HEIGHT, TASKS, Task, TaskScene, Waypoint
 
 log = logging.getLogger(__name__)
 
+WORKSPACE_TOLERANCE = 1e-5  # m
+
 
 @dataclass
 class BulletConfig:
@@ -185,7 +187,9 @@ class BulletBackend:
         return StepResult(obs, self.success(), ticks, planned - started, time.perf_counter() - planned)
 
     def _check_workspace(self, position: np.ndarray) -> None:
-        low, high = np.asarray(self.config.workspace_low), np.asarray(self.config.workspace_high)
+        # The tolerance admits float32 policy outputs clipped to the same bounds (-0.3 -> -0.30000001).
+        low = np.asarray(self.config.workspace_low) - WORKSPACE_TOLERANCE
+        high = np.asarray(self.config.workspace_high) + WORKSPACE_TOLERANCE
         if np.any(position < low) or np.any(position > high):
             raise InvalidActionError(
                 f"target {np.round(position, 3).tolist()} is outside the workspace "

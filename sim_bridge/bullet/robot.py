@@ -106,7 +106,7 @@ class PandaArm:
         for j, v in zip(ARM_JOINTS, q, strict=True):
             p.resetJointState(self.body, j, float(v), physicsClientId=self.client)
         if self.grasp is not None:
-            obj = self.tip_pose() @ np.linalg.inv(self.grasp.tip_from_object)
+            obj = self.tip_pose() @ self.grasp.tip_from_object
             pos, quat = _matrix_to_pose(obj)
             p.resetBasePositionAndOrientation(self.grasp.body, pos, quat, physicsClientId=self.client)
 
