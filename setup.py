@@ -32,6 +32,7 @@ setup(
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        "scikit-learn>=1.3",
     ],
     extras_require={
         # A user with a sourced ROS 2 distro uses its rclpy; everyone else takes the PyPI wheels.
@@ -50,6 +51,15 @@ setup(
         "console_scripts": [
             "generate_demos = sim_bridge.scripts.generate_demos:main",
             "replay_demos = sim_bridge.scripts.replay_demos:main",
+            "inspect_dataset = sim_bridge.scripts.inspect_dataset:main",
+            "train_joint = mirror_policy.training.train_joint:main",
+            "export_checkpoint = mirror_policy.training.export:main",
+            "evaluate = mirror_policy.evaluation.evaluate:main",
+            "sim_bridge_node = sim_bridge.ros.bridge_node:main",
+            "policy_node = mirror_policy.ros.policy_node:main",
+            "perception_node = mirror_perception.ros.perception_node:main",
+            "mirror_loop = mirror_policy.ros.mirror_loop:main",
+            "mirror_bringup = mirror_policy.ros.bringup:main",
         ],
     },
 )

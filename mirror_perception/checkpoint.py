@@ -14,11 +14,9 @@ Our own format is a directory with `model.safetensors` and `config.json`, each w
 from __future__ import annotations
 
 import logging
-import os
 import re
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from sim_bridge.serialization import atomic_write
 
 from .configuration_viclip import ViCLIPConfig, get_config
 from .errors import CheckpointError, ConfigError, StateDictMismatchError
@@ -223,35 +223,19 @@ def load_official_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------ own format
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over `path` (atomic on POSIX),
-    so a crash or a full disk never leaves a half-written checkpoint under the real name."""
-    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # usual permissions under umask
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model: ViCLIP, directory: str | Path) -> Path:
     """Write `model.safetensors` and `config.json` into `directory` (created if needed); returns it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "config_name": model.config.name}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     def write_config(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(model.config.to_json() + "\n")
 
-    _atomic_write(directory / CONFIG_NAME, write_config)
+    atomic_write(directory / CONFIG_NAME, write_config)
     return directory
 
 

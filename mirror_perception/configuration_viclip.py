@@ -6,9 +6,10 @@ The two official presets reproduce the released InternVid checkpoints exactly (k
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from sim_bridge.serialization import JsonConfig, reject_unknown_fields
 
 from .errors import ConfigError
 
@@ -36,7 +37,7 @@ _POSITIVE_INT_FIELDS = (
 
 
 @dataclass
-class ViCLIPConfig:
+class ViCLIPConfig(JsonConfig):
     """Every size and training knob of a ViCLIP model.
 
     Vision: a ViT over `num_frames` frames of `input_size`^2 pixels, cut per frame into `patch_size`^2
@@ -45,6 +46,9 @@ class ViCLIPConfig:
     Both towers are projected to `embed_dim` and compared by cosine similarity over a learned
     temperature `temp` (logits = cos / temp, temp clamped below at `temperature_min`).
     """
+
+    _json_what = "ViCLIP config"
+    _json_error = ConfigError
 
     name: str = "custom"
     # video tower
@@ -127,24 +131,8 @@ class ViCLIPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViCLIPConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown ViCLIPConfig field(s): {unknown}")
+        reject_unknown_fields(cls, data, "ViCLIPConfig", ConfigError)
         return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ViCLIPConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"ViCLIP config is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError("ViCLIP config JSON must be an object")
-        return cls.from_dict(data)
 
 
 def _official(name: str, **sizes: Any) -> ViCLIPConfig:
@@ -220,7 +208,5 @@ def get_config(name: str, **overrides: Any) -> ViCLIPConfig:
     presets = _presets()
     if name not in presets:
         raise ConfigError(f"unknown ViCLIP config {name!r}; known: {list(presets)}")
-    unknown = sorted(set(overrides) - {f.name for f in fields(ViCLIPConfig)})
-    if unknown:
-        raise ConfigError(f"unknown ViCLIPConfig field(s): {unknown}")
+    reject_unknown_fields(ViCLIPConfig, overrides, "ViCLIPConfig", ConfigError)
     return replace(presets[name], **overrides)

@@ -12,12 +12,12 @@ A config round-trips through JSON (``to_json`` / ``from_json``) so that checkpoi
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sim_bridge.cameras import CAMERA_NAMES
+from sim_bridge.serialization import JsonConfig, reject_unknown_fields
 
 # PerAct / RVT / ARP workspace: x [-0.3, 0.7], y [-0.5, 0.5], z [0.6, 1.6] metres (a 1 m cube).
 PERACT_SCENE_BOUNDS: tuple[float, float, float, float, float, float] = (-0.3, -0.5, 0.6, 0.7, 0.5, 1.6)
@@ -29,7 +29,7 @@ class ARPConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ARPConfig:
+class ARPConfig(JsonConfig):
     """All hyper-parameters of :class:`mirror_policy.modeling_arp.ARPPolicy`.
 
     Observation:
@@ -68,6 +68,9 @@ class ARPConfig:
         aug_yaw_deg: uniform yaw about the target gripper position, degrees.
         aug_rgb_noise: per-sample RGB noise scale s ~ U(0, aug_rgb_noise), noise U(-s, s).
     """
+
+    _json_what = "ARPConfig"
+    _json_error = ARPConfigError
 
     name: str = "cpu_tiny"
     cameras: tuple[str, ...] = CAMERA_NAMES
@@ -180,25 +183,9 @@ class ARPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ARPConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ARPConfigError(f"unknown ARPConfig keys {unknown}")
+        reject_unknown_fields(cls, data, "ARPConfig", ARPConfigError)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ARPConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ARPConfigError(f"ARPConfig JSON is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ARPConfigError("ARPConfig JSON must hold an object")
-        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> ARPConfig:
         """A copy with some fields changed (validated again)."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: one simulator per test module (building the scene costs ~0.3 s)."""
+"""Shared fixtures: one simulator per test module (building the scene costs ~0.3 s), torch on one thread."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # Set before torch loads OpenMP: busy-waiting threads slow torch 2-5x on two shared cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: with two cores shared with other jobs, OpenMP spin-waiting across
+    threads is far slower than one thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

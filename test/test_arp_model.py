@@ -31,13 +31,7 @@ from sim_bridge.observation import CameraFrame, Observation
 TIP_POSE = np.array([0.3, 0.0, 1.2, 1.0, 0.0, 0.0, 0.0])  # gripper pointing down
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared with other jobs: OpenMP spin-waiting across threads is far slower than one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -111,7 +105,7 @@ def test_named_configs_and_json_round_trip() -> None:
         assert ARPConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ARPConfigError):
         named_config("huge")
-    with pytest.raises(ARPConfigError, match="unknown ARPConfig keys"):
+    with pytest.raises(ARPConfigError, match="unknown ARPConfig field"):
         ARPConfig.from_dict({**tiny.to_dict(), "layers": 3})
     with pytest.raises(ARPConfigError, match="img_patch_size"):
         tiny.replace(img_size=65)

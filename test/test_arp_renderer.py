@@ -24,13 +24,7 @@ R = 64
 ZOOM = 4.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared with other jobs: OpenMP spin-waiting across threads is far slower than one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_points_in_bounds(n: int, seed: int) -> torch.Tensor:

@@ -7,13 +7,10 @@ and share the bridge; the last one stops it with SIGTERM and checks the clean ex
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +18,9 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from ros_test_support import SpinningClient, environment, wait_for  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -54,26 +50,11 @@ REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = [0.7, 0.5, 1.7, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # inside the workspace, 1.5 m from the base
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def ros_env():
     """Loopback-only discovery on this module's domain, set before rclpy.init and inherited by the bridge."""
-    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
-    os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +79,13 @@ def bridge(ros_env, tmp_path_factory):
             proc.wait()
 
 
-class Client:
+class Client(SpinningClient):
     """Test-side node: synchronised camera sets, status, services, parameter client, action publisher."""
 
+    statuses: list[EpisodeStatus]
+
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
-        self.node = rclpy.create_node("bridge_test_client", context=self.context)
+        super().__init__("bridge_test_client", DOMAIN_ID)
         self.sets: list[CameraSet] = []
         self.sync = CameraSetSynchronizer(on_set=self.sets.append)
         subscribe_camera_sets(self.node, self.sync)
@@ -116,7 +97,6 @@ class Client:
                 lambda m, k=kind: self.raw.__setitem__(k, m),
                 sensor_qos(),
             )
-        self.statuses: list[EpisodeStatus] = []
         self.instructions: list[str] = []
         self.node.create_subscription(
             String,
@@ -135,28 +115,9 @@ class Client:
             for name in (RESET_EPISODE_SERVICE, PLAY_DEMO_SERVICE, STOP_SERVICE)
         }
         self.parameters = AsyncParameterClient(self.node, NODE_NAME)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinning = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self._spinning:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def close(self) -> None:
-        self._spinning = False  # stop and join the spin thread before shutting the context down
-        self._thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self.start_spinning()
 
     # -- helpers -------------------------------------------------------------------------------------------
-    @property
-    def status(self) -> EpisodeStatus:
-        return self.statuses[-1]
-
     def result(self, future, timeout: float = 30.0):
         wait_for(future.done, timeout, "a service response")
         return future.result()

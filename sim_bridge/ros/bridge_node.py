@@ -16,18 +16,14 @@ rlbench) and ``reset_on_start`` are read at start-up. Invalid values are rejecte
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 import threading
 from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
@@ -37,6 +33,7 @@ from sim_bridge.ros.camera_publisher import CameraSetPublisher
 from sim_bridge.ros.episode import BACKENDS, MAX_SEED, NEXT_SEED, make_backend, validate_episode_request
 from sim_bridge.ros.errors import BridgeBusyError, MessageError
 from sim_bridge.ros.messages import action_vector_from_message, seconds, status_to_message
+from sim_bridge.ros.node_runtime import run_node
 from sim_bridge.ros.status import EpisodeStatus
 from sim_bridge.ros.topics import (
     EPISODE_STATUS_TOPIC,
@@ -61,8 +58,6 @@ PARAM_RESET_ON_START = "reset_on_start"
 PARAM_IDLE_RERENDER = "idle_rerender"
 RESET_TIMEOUT = 120.0  # s a reset_episode call waits for the backend (CoppeliaSim loads scenes slowly)
 DEMO_START_TIMEOUT = 30.0
-
-log = logging.getLogger(__name__)
 
 
 def _descriptor(description: str, **extra: Any) -> ParameterDescriptor:
@@ -283,32 +278,9 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point: run the bridge until SIGINT/SIGTERM, then stop the worker and shut down."""
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    # Our own signal handling, so that the worker stops before rclpy's context goes away.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        node = SimBridgeNode()
-    except (SimError, ValueError, ImportError, TimeoutError) as err:
-        log.error("sim_bridge could not start: %s", err)
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-    log.info("sim_bridge stopped")
-    return 0
+    return run_node(
+        SimBridgeNode, NODE_NAME, args, startup_errors=(SimError, ValueError, ImportError, TimeoutError)
+    )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ States: ``idle`` (no episode, or it was stopped), ``running`` (waiting for keyfr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 from sim_bridge.ros.errors import MessageError
+from sim_bridge.serialization import parse_message
 
 IDLE, RUNNING, DEMO, EXECUTING = "idle", "running", "demo", "executing"
 SUCCESS, FAILURE = "success", "failure"
@@ -59,19 +60,9 @@ class EpisodeStatus:
     @classmethod
     def from_json(cls, text: str) -> EpisodeStatus:
         """Parse and validate a status message; a malformed one raises :class:`MessageError`."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise MessageError(f"episode status is not JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise MessageError(f"episode status must be a JSON object, got {type(raw).__name__}")
-        names = {f.name for f in fields(cls)}
-        missing = sorted(names - raw.keys())
-        if missing:
-            raise MessageError(f"episode status lacks {missing}")
-        values = {}
-        for name in names:
-            value, expected = raw[name], _TYPES[name]
+        values = parse_message(cls, text, "episode status", MessageError)
+        for name, value in values.items():
+            expected = _TYPES[name]
             if not _has_type(value, expected):
                 raise MessageError(
                     f"episode status field {name!r} must be {expected.__name__}, got {value!r}"

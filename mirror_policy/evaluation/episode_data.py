@@ -1,0 +1,47 @@
+"""What the held-out metrics read from an episode on disk: the uniform clip of the video camera, the
+keyframes, the observations the policy acts from, and the seed the demo was generated with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mirror_perception.clip_sampling import sample_clip_indices
+from mirror_policy.evaluation.held_out import HeldOutEpisode
+from sim_bridge.dataset import discover_keyframes, load_episode
+from sim_bridge.errors import DatasetError
+from sim_bridge.observation import Observation
+from sim_bridge.scripts.generate_demos import SEED_KEY  # frame 0's misc key holding the demo's seed
+
+
+def load_clip(episode: HeldOutEpisode, camera: str, clip_frames: int) -> np.ndarray:
+    """``(clip_frames, H, W, 3)`` uint8: the middle frame of each of ``clip_frames`` equal segments of the
+    whole video (ViCLIP's test-time sampling), as the recognition protocol prescribes."""
+    indices = sample_clip_indices(int(episode.record.length), clip_frames, mode="uniform")
+    loaded = load_episode(episode.record, cameras=[camera], frames=indices)
+    return np.stack([obs.camera(camera).rgb for obs in loaded.observations]).astype(np.uint8)
+
+
+def keyframes_and_seed(episode: HeldOutEpisode) -> tuple[list[int], int | None]:
+    """PerAct keyframes of the demo and the simulator seed it was generated from (None for foreign data)."""
+    low_dim = load_episode(episode.record, cameras=[])
+    keyframes = discover_keyframes(low_dim.observations)
+    if not keyframes:
+        raise DatasetError(f"{episode.record.path} has no keyframes ({low_dim.length} frames)")
+    seed = low_dim.observations[0].extra_misc.get(SEED_KEY) if low_dim.observations else None
+    return keyframes, (int(seed) if seed is not None else None)
+
+
+def policy_frames(keyframes: Sequence[int], limit: int | None = None) -> list[tuple[int, int]]:
+    """``(frame, keyframe step)`` of the observations the policy acts from in a demo: frame 0 at step 0,
+    then every keyframe but the last (after it the task is done), as in ARP's keyframe transitions."""
+    frames = [0, *keyframes[:-1]]
+    pairs = [(frame, step) for step, frame in enumerate(frames)]
+    return pairs if limit is None else pairs[: max(limit, 0)]
+
+
+def load_observations(
+    episode: HeldOutEpisode, frames: Sequence[int], cameras: Sequence[str]
+) -> list[Observation]:
+    return load_episode(episode.record, cameras=list(cameras), frames=list(frames)).observations

@@ -1,0 +1,160 @@
+"""Closed-loop rollouts of a keyframe policy in the simulator, with RLBench's evaluation rules.
+
+Per episode: reset the task in an unseen scene, then at most ``max_steps`` keyframes; each keyframe is
+predicted by the policy and reached by the simulator's planner. An unreachable target (``PlanningError``) or a
+malformed / out-of-workspace one (``InvalidActionError``) ends the episode as a failure, as in PerAct / RVT /
+ARP evaluation; success is the task's own condition, checked after every keyframe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+from mirror_policy.evaluation.seeds import environment_seed, variation_schedule
+from sim_bridge.actions import KeyframeAction
+from sim_bridge.backend import SimBackend
+from sim_bridge.errors import InvalidActionError, PlanningError
+from sim_bridge.observation import Observation
+
+log = logging.getLogger(__name__)
+
+MAX_KEYFRAMES = 25  # RLBench / PerAct: an episode gets at most 25 keyframe actions
+
+FAILURE_PLANNING = "planning_error"
+FAILURE_INVALID_ACTION = "invalid_action"
+FAILURE_MAX_STEPS = "max_steps"
+FAILURE_REASONS = (FAILURE_PLANNING, FAILURE_INVALID_ACTION, FAILURE_MAX_STEPS)
+
+
+class KeyframePolicy(Protocol):
+    """What a rollout needs from a policy (``MirrorAgent`` is one)."""
+
+    def act(
+        self, observation: Observation, instruction: str, step: int
+    ) -> tuple[KeyframeAction, np.ndarray]: ...
+
+
+@dataclass
+class EpisodeOutcome:
+    """One rollout: where it ran, how it ended and where the time went (seconds, wall clock)."""
+
+    task: str
+    variation: int
+    instruction: str
+    eval_seed: int
+    episode: int
+    env_seed: int
+    success: bool
+    steps: int
+    failure: str | None = None  # one of FAILURE_REASONS, None on success
+    message: str = ""
+    reset_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    planning_seconds: float = 0.0
+    execution_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_episode(
+    env: SimBackend,
+    policy: KeyframePolicy,
+    task: str,
+    variation: int,
+    env_seed: int,
+    max_steps: int = MAX_KEYFRAMES,
+    eval_seed: int = 0,
+    episode: int = 0,
+) -> EpisodeOutcome:
+    """Roll ``policy`` out once. A failed step's wall time counts as planning (that is where it failed)."""
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    started = time.perf_counter()
+    info, observation = env.reset(task, variation, env_seed)
+    out = EpisodeOutcome(
+        task, variation, info.instruction, eval_seed, episode, env_seed, success=False, steps=0,
+        reset_seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    for step in range(max_steps):
+        tick = time.perf_counter()
+        try:
+            action, _ = policy.act(observation, info.instruction, step)
+        except InvalidActionError as err:  # the decoded action itself is malformed
+            out.inference_seconds += time.perf_counter() - tick
+            out.steps = step + 1
+            out.failure, out.message = FAILURE_INVALID_ACTION, f"step {step}: policy output: {err}"
+            break
+        out.inference_seconds += time.perf_counter() - tick
+        tick = time.perf_counter()
+        try:
+            result = env.step(action)
+        except (InvalidActionError, PlanningError) as err:
+            out.planning_seconds += time.perf_counter() - tick
+            out.steps = step + 1
+            kind = FAILURE_INVALID_ACTION if isinstance(err, InvalidActionError) else FAILURE_PLANNING
+            out.failure, out.message = kind, f"step {step}: {type(err).__name__}: {err}"
+            break
+        out.planning_seconds += result.planning_seconds
+        out.execution_seconds += result.execution_seconds
+        out.steps = step + 1
+        observation = result.observation
+        if result.success:
+            out.success = True
+            break
+    else:
+        out.failure, out.message = FAILURE_MAX_STEPS, f"task not completed in {max_steps} keyframes"
+    out.total_seconds = time.perf_counter() - started
+    return out
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """One scheduled rollout."""
+
+    task: str
+    variation: int
+    eval_seed: int
+    episode: int
+    env_seed: int
+
+
+def plan_rollouts(
+    tasks: Sequence[str], variation_counts: dict[str, int], eval_seeds: Sequence[int], episodes: int
+) -> list[RolloutPlan]:
+    """Every (task, evaluation seed, episode) with its variation and simulator seed (rules in ``seeds``)."""
+    plans = []
+    for task in tasks:
+        for eval_seed in eval_seeds:
+            schedule = variation_schedule(task, variation_counts[task], eval_seed, episodes)
+            for i, variation in enumerate(schedule):
+                plans.append(RolloutPlan(task, variation, int(eval_seed), i, environment_seed(eval_seed, i)))
+    return plans
+
+
+def run_rollouts(
+    env: SimBackend,
+    policy: KeyframePolicy,
+    plans: Sequence[RolloutPlan],
+    max_steps: int = MAX_KEYFRAMES,
+    on_outcome: Callable[[EpisodeOutcome], None] | None = None,
+) -> list[EpisodeOutcome]:
+    """Run every planned rollout in order on one simulator."""
+    outcomes = []
+    for plan in plans:
+        outcome = run_episode(
+            env, policy, plan.task, plan.variation, plan.env_seed, max_steps, plan.eval_seed, plan.episode
+        )
+        if outcome.failure and outcome.failure != FAILURE_MAX_STEPS:
+            log.debug("%s episode %d failed: %s", plan.task, plan.episode, outcome.message)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes

@@ -1,0 +1,310 @@
+"""The evaluation of one or several checkpoints under one protocol: held-out recognition and alignment,
+closed-loop rollouts, then the results files and figures (see ``evaluate`` for the command line)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mirror_policy.alignment import PAIRINGS
+from mirror_policy.evaluation import plots
+from mirror_policy.evaluation.alignment_metrics import AlignmentPairs, alignment_metrics
+from mirror_policy.evaluation.checkpoints import ResolvedCheckpoint, resolve_checkpoint
+from mirror_policy.evaluation.errors import EvaluationError
+from mirror_policy.evaluation.execution_metrics import summarize_execution
+from mirror_policy.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
+from mirror_policy.evaluation.held_out_eval import evaluate_held_out
+from mirror_policy.evaluation.recognition import summarize_recognition
+from mirror_policy.evaluation.reporting import write_results
+from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, plan_rollouts, run_rollouts
+from mirror_policy.evaluation.seeds import EPISODE_STRIDE, MAX_EVAL_SEED, check_disjoint
+from mirror_policy.evaluation.seeds import __doc__ as SEED_RULES
+from mirror_policy.inference import MirrorAgent
+from mirror_policy.joint_model import JointModel
+from sim_bridge.backend import SimBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationSettings:
+    """The protocol (defaults = the paper's: 25 episodes per task, at most 25 keyframes, 3 seeds)."""
+
+    tasks: tuple[str, ...] = ()  # empty: the held-out tasks, else the tasks of the model's vocabulary
+    episodes: int = 25  # rollouts per task and evaluation seed
+    max_steps: int = MAX_KEYFRAMES
+    eval_seeds: tuple[int, ...] = (0, 1, 2)
+    top_k: int = 5
+    pairing: str | None = None  # headline Recall@1 key; None: the model's training pairing
+    max_pairs_per_episode: int | None = None
+    data: Path | None = None  # held-out dataset overriding the runs' split.json
+    recognition: bool = True
+    alignment: bool = True
+    rollouts: bool = True
+    device: str = "cpu"
+    planning_time: float | None = None  # simulator planner budget per keyframe (None: its default)
+    progress: bool = True
+    tsne_max_points: int = 2000
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.episodes < 1 or self.episodes > EPISODE_STRIDE:
+            raise ValueError(f"episodes must lie in [1, {EPISODE_STRIDE}], got {self.episodes}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not self.eval_seeds:
+            raise ValueError("need at least one evaluation seed")
+        bad = [s for s in self.eval_seeds if not 0 <= s < MAX_EVAL_SEED]
+        if bad:
+            raise ValueError(f"evaluation seeds must lie in [0, {MAX_EVAL_SEED}), got {bad}")
+        if len(set(self.eval_seeds)) != len(self.eval_seeds):
+            raise ValueError(f"evaluation seeds repeat: {list(self.eval_seeds)}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.pairing is not None and self.pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if self.max_pairs_per_episode is not None and self.max_pairs_per_episode < 1:
+            raise ValueError("max_pairs_per_episode must be >= 1")
+        if self.planning_time is not None and not self.planning_time > 0:
+            raise ValueError(f"planning_time must be positive, got {self.planning_time}")
+        if not (self.recognition or self.alignment or self.rollouts):
+            raise ValueError("everything is skipped: nothing to evaluate")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["data"] = None if self.data is None else str(self.data)
+        return data
+
+
+@dataclass
+class ModelEvaluation:
+    """Everything measured for one checkpoint."""
+
+    name: str
+    results: dict
+    pairs: AlignmentPairs | None = None
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+
+
+def registered_tasks() -> list[str]:
+    import sim_bridge.tasks  # noqa: F401  (registers the embedded tasks)
+    from sim_bridge.tasks.base import TASKS
+
+    return sorted(TASKS)
+
+
+def validate_tasks(tasks: Sequence[str]) -> None:
+    from sim_bridge.errors import UnknownTaskError
+
+    known = registered_tasks()
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise UnknownTaskError(f"unknown task(s) {unknown}; the simulator has {known}")
+
+
+def tasks_of_instructions(instructions: Sequence[str]) -> list[str]:
+    """The registered tasks that can produce any of ``instructions`` (over all their variations)."""
+    from sim_bridge.tasks import make_task
+
+    wanted = set(instructions)
+    found = []
+    for name in registered_tasks():
+        task = make_task(name)
+        if any(wanted & set(task.descriptions(v)) for v in range(task.variation_count())):
+            found.append(name)
+    return found
+
+
+def held_out_for(
+    resolved: ResolvedCheckpoint, settings: EvaluationSettings
+) -> tuple[list[HeldOutEpisode], str]:
+    """The held-out episodes and where they came from (``--data`` wins over the run's split)."""
+    if settings.data is not None:
+        return held_out_from_dataset(settings.data, settings.tasks), f"dataset {settings.data} (all episodes)"
+    if resolved.split_file is None:
+        raise EvaluationError(
+            f"{resolved.model_dir} has no split.json beside it (not a train_joint run); pass "
+            "--data <held-out dataset>, or --skip-recognition --skip-alignment to run rollouts only"
+        )
+    return held_out_from_split(resolved.split_file, settings.tasks), f"held_out of {resolved.split_file}"
+
+
+def evaluate_model(
+    name: str,
+    checkpoint: Path | str,
+    settings: EvaluationSettings,
+    env: SimBackend | None = None,
+) -> ModelEvaluation:
+    """Evaluate one checkpoint; ``env`` is needed when rollouts are on."""
+    resolved = resolve_checkpoint(checkpoint)
+    agent = MirrorAgent(JointModel.from_pretrained(resolved.model_dir, map_location=settings.device),
+                        device=settings.device)  # fmt: skip
+    vocabulary = list(agent.config.instructions)
+    pairing = settings.pairing or agent.config.alignment.pairing
+    results: dict = {
+        "checkpoint": str(resolved.model_dir),
+        "split_file": None if resolved.split_file is None else str(resolved.split_file),
+        "vocabulary_size": len(vocabulary),
+    }
+    evaluation = ModelEvaluation(name, results)
+    held_out: list[HeldOutEpisode] = []
+    demo_seeds: list[int] = []
+    if settings.recognition or settings.alignment:
+        if settings.recognition and not vocabulary:
+            raise EvaluationError(
+                f"{resolved.model_dir} has an empty instruction vocabulary: cannot recognise"
+            )
+        held_out, source = held_out_for(resolved, settings)
+        results["held_out"] = {
+            "source": source,
+            "episodes": len(held_out),
+            "tasks": sorted({e.task for e in held_out}),
+        }
+        records, pairs, demo_seeds = evaluate_held_out(
+            agent, held_out, settings.recognition, settings.alignment, settings.top_k,
+            settings.max_pairs_per_episode, settings.progress, f"{name}: held-out",
+        )  # fmt: skip
+        if settings.recognition:
+            results["recognition"] = summarize_recognition(records, len(vocabulary), settings.top_k)
+            results["recognition"]["records"] = [r.to_dict() for r in records]
+        if settings.alignment and pairs is not None:
+            results["alignment"] = {"pairing": pairing, **alignment_metrics(pairs)}
+            evaluation.pairs = pairs
+    if settings.rollouts:
+        if env is None:
+            raise ValueError("rollouts need a simulator (env)")
+        tasks = (
+            list(settings.tasks) or sorted({e.task for e in held_out}) or tasks_of_instructions(vocabulary)
+        )
+        if not tasks:
+            raise EvaluationError(
+                "no task to roll out: pass --tasks (the vocabulary matches no registered task)"
+            )
+        plans = plan_rollouts(
+            tasks, {t: env.variation_count(t) for t in tasks}, settings.eval_seeds, settings.episodes
+        )
+        check_disjoint([p.env_seed for p in plans], demo_seeds)
+        with tqdm(
+            total=len(plans), desc=f"{name}: rollouts", unit="ep", disable=not settings.progress
+        ) as bar:
+
+            def advance(outcome: EpisodeOutcome) -> None:
+                bar.set_postfix(task=outcome.task, success=outcome.success)
+                bar.update(1)
+
+            evaluation.outcomes = run_rollouts(env, agent, plans, settings.max_steps, advance)
+        results["execution"] = summarize_execution(evaluation.outcomes, settings.eval_seeds)
+        results["execution"]["episodes"] = [o.to_dict() for o in evaluation.outcomes]
+    return evaluation
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
+
+
+def protocol_description(settings: EvaluationSettings) -> dict:
+    return {
+        "settings": settings.to_dict(),
+        "recognition": "top-1/top-k among all instructions of the model's vocabulary; one uniform "
+        "clip_frames-frame clip of the video camera per held-out episode",
+        "alignment": "Recall@1 of cosine nearest-neighbour retrieval both ways between T_u u (clip) and "
+        "T_e e (policy inference at frame 0 and every keyframe but the last of the same held-out demo); "
+        "a hit shares the pair's key (episode / instruction / class)",
+        "execution": "success by the task's condition after any keyframe; at most max_steps keyframes; a "
+        "planning or invalid-action error ends the episode as a failure; std = sample std over eval seeds",
+        "seed_rule": " ".join(SEED_RULES.split()),
+    }
+
+
+def run_evaluation(
+    checkpoints: Sequence[Path | str],
+    names: Sequence[str],
+    settings: EvaluationSettings,
+    out_dir: Path | str,
+    env: SimBackend | None = None,
+) -> dict:
+    """Evaluate every checkpoint, writing results.json / CSVs after each model and the figures at the end.
+
+    Checkpoint paths and configs are checked before any (slow) evaluation starts. ``env`` defaults to the
+    embedded PyBullet simulator rendering at each model's camera resolution, closed at the end.
+    """
+    settings.validate()
+    if len(checkpoints) != len(names):
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(names)} names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be distinct, got {list(names)}")
+    validate_tasks(settings.tasks)
+    configs = [JointModel.read_config(resolve_checkpoint(c).model_dir)[0] for c in checkpoints]  # fail early
+    out_dir = Path(out_dir)
+    own_envs: dict[int, SimBackend] = {}
+    results: dict = {"protocol": protocol_description(settings), "models": {}, "files": {}}
+    evaluations = []
+    try:
+        for checkpoint, name, config in zip(checkpoints, names, configs):
+            model_env = env
+            if settings.rollouts and model_env is None:
+                model_env = _simulator_for(config.arp.camera_resolution, settings, own_envs)
+            evaluation = evaluate_model(name, checkpoint, settings, model_env)
+            evaluations.append(evaluation)
+            results["models"][name] = evaluation.results
+            if evaluation.pairs is not None:
+                path = _save_embeddings(out_dir, name, evaluation.pairs)
+                results["files"][f"aligned_embeddings_{name}"] = str(path)
+            write_results(out_dir, results)
+    finally:
+        for simulator in own_envs.values():
+            simulator.close()
+    results["files"].update(_figures(evaluations, settings, out_dir))
+    results["files"].update({k: str(v) for k, v in write_results(out_dir, results).items()})
+    return results
+
+
+def _simulator_for(image_size: int, settings: EvaluationSettings, cache: dict[int, SimBackend]) -> SimBackend:
+    """The embedded simulator rendering at the resolution the policy expects (one per resolution)."""
+    if image_size not in cache:
+        from sim_bridge.bullet.env import BulletBackend, BulletConfig
+
+        config = BulletConfig(image_size=image_size)
+        if settings.planning_time is not None:
+            config.planning_time = settings.planning_time
+        cache[image_size] = BulletBackend(config)
+    return cache[image_size]
+
+
+def _save_embeddings(out_dir: Path, name: str, pairs: AlignmentPairs) -> Path:
+    """The aligned embeddings and their labels, to re-plot or re-analyse without re-running the models."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"aligned_embeddings_{_file_stem(name)}.npz"
+    np.savez_compressed(
+        path, z_u=pairs.z_u, z_e=pairs.z_e, tasks=np.array(pairs.tasks), episodes=np.array(pairs.episodes),
+        instructions=np.array(pairs.instructions), steps=np.array(pairs.steps),
+    )  # fmt: skip
+    return path
+
+
+def _figures(evaluations: Sequence[ModelEvaluation], settings: EvaluationSettings, out_dir: Path) -> dict:
+    files: dict[str, str] = {}
+    executions = {e.name: e.results["execution"] for e in evaluations if "execution" in e.results}
+    if executions:
+        files["success_plot"] = str(plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT))
+    recognitions = {e.name: e.results["recognition"] for e in evaluations if "recognition" in e.results}
+    if recognitions:
+        files["recognition_plot"] = str(
+            plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT)
+        )
+    pairs = {e.name: e.pairs for e in evaluations if e.pairs is not None}
+    if pairs:
+        path, methods = plots.plot_aligned_space(
+            pairs, out_dir / plots.TSNE_PLOT, max_points=settings.tsne_max_points
+        )
+        files["tsne_plot"] = str(path)
+        for e in evaluations:
+            if e.name in methods:
+                e.results["alignment"]["projection"] = methods[e.name]
+    return files

@@ -1,0 +1,100 @@
+"""``export_checkpoint``: turn a finished ``train_joint`` run into a small, self-describing model directory.
+
+The shipped checkpoints (checkpoints/) are made this way: the run's final model is re-saved (fp16 by default,
+half the size; loading casts back to float32) with an ``extra.json`` recording where it came from, the exact
+training config, the command that reproduces it and the run's last held-out metrics, so a reader of the
+checkpoint never has to guess how it was trained.
+
+    export_checkpoint runs/mirror --out checkpoints/mirror_cpu_small \
+        --command "train_joint --config config/train_cpu_small.yaml --data data/train_small --out runs/mirror"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mirror_perception.errors import CheckpointError
+from mirror_policy.joint_model import CONFIG_NAME, JointModel
+from mirror_policy.training import checkpointing as ckpt
+
+log = logging.getLogger("export_checkpoint")
+
+HELD_OUT_PREFIX = "held_out/"
+
+
+def model_directory(source: Path) -> Path:
+    """A run directory's final model, or ``source`` itself when it already is a model directory."""
+    if (source / CONFIG_NAME).is_file():
+        return source
+    final = source / ckpt.FINAL_DIR
+    if (final / CONFIG_NAME).is_file():
+        return final
+    raise FileNotFoundError(
+        f"{source} is neither a model directory (no {CONFIG_NAME}) nor a finished train_joint run "
+        f"(no {ckpt.FINAL_DIR}/{CONFIG_NAME}); finish or --resume the run first"
+    )
+
+
+def last_held_out_metrics(run: Path) -> dict[str, Any]:
+    """The last logged record of held-out metrics in ``run/metrics.jsonl`` (empty when there is none)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    latest: dict[str, Any] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interrupted write
+        if isinstance(record, dict) and any(key.startswith(HELD_OUT_PREFIX) for key in record):
+            latest = record
+    return latest
+
+
+def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str | None = None) -> Path:
+    """Load ``source`` strictly and save it into ``out`` with its provenance; returns ``out``.
+
+    Refuses to write into ``source`` itself (an export must never replace the model it reads)."""
+    model_dir = model_directory(source)
+    if out.resolve() == model_dir.resolve():
+        raise ValueError(f"--out {out} is the source model directory; choose another directory")
+    model = JointModel.from_pretrained(model_dir)
+    stored = JointModel.read_extra(model_dir) or {}
+    run = model_dir.parent if model_dir != source else source
+    extra: dict[str, Any] = {
+        "source": str(model_dir),
+        "step": stored.get("step"),
+        "train_config": stored.get("train_config"),
+        "train_command": command,
+        "held_out_metrics": last_held_out_metrics(run),
+        "dtype": "float16" if fp16 else "float32",
+    }
+    model.save_pretrained(out, extra=extra, fp16=fp16)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="export_checkpoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", type=Path, help="train_joint run directory (its final/) or model directory")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    parser.add_argument("--command", default=None, help="the train_joint command line, recorded verbatim")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = export_checkpoint(args.source, args.out, fp16=not args.fp32, command=args.command)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        parser.exit(2, f"export_checkpoint: error: {exc}\n")
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    log.info("wrote %s (%.1f MB)", out, size / 1e6)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""The `evaluate` command end to end: a tiny untrained joint model, real demos recorded with the embedded
+simulator, real rollouts. Cameras render at 64x64 (the tiny ARP is built for it) to keep the file fast."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mirror_perception.clip_sampling import sample_clip_indices
+from mirror_perception.errors import CheckpointError
+from mirror_perception.recognition import InstructionRecognizer
+from mirror_policy.alignment import PAIRINGS, alignment_recall_at_1
+from mirror_policy.evaluation import (
+    CheckpointNotFoundError,
+    EmptyHeldOutError,
+    EvaluationSettings,
+    SeedCollisionError,
+    run_episode,
+    run_evaluation,
+)
+from mirror_policy.evaluation.evaluate import main
+from mirror_policy.evaluation.execution_metrics import summarize_execution
+from mirror_policy.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome
+from mirror_policy.evaluation.seeds import (
+    EVAL_SEED_BASE,
+    check_disjoint,
+    environment_seed,
+    variation_schedule,
+)
+from mirror_policy.inference import MirrorAgent
+from mirror_policy.joint_model import WEIGHTS_NAME, JointModel
+from mirror_policy.training.data import scan_episodes, split_summary
+from sim_bridge.actions import KeyframeAction
+from sim_bridge.dataset import RLBenchDataset, load_episode
+from sim_bridge.errors import DatasetError
+from sim_bridge.scripts.generate_demos import plan_episodes, record_episode, save_episode
+from sim_bridge.tasks import TASKS, make_task
+
+IMAGE_SIZE = 64
+DEMOS = (("push_buttons", 0, 11), ("open_drawer", 0, 12))  # (task, variation, seed): the shortest demos
+UNREACHABLE = np.array([0.7, 0.5, 1.7])  # inside the workspace box, ~1.5 m from the arm's base
+
+
+def vocabulary() -> list[str]:
+    names = [make_task("push_buttons").descriptions(v)[0] for v in range(6)]
+    names += [make_task("open_drawer").descriptions(v)[0] for v in range(3)]
+    return list(dict.fromkeys(names))
+
+
+def tiny_model(seed: int) -> JointModel:
+    torch.manual_seed(seed)
+    return JointModel.from_names(instructions=vocabulary(), arp_overrides={"camera_resolution": IMAGE_SIZE})
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from sim_bridge.bullet.env import BulletBackend, BulletConfig
+
+    env = BulletBackend(BulletConfig(image_size=IMAGE_SIZE))
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, sim):
+    root = tmp_path_factory.mktemp("demos")
+    for task, variation, seed in DEMOS:
+        episode = record_episode(sim, task, variation, seed)
+        save_episode(root / task / "all_variations" / "episodes" / "episode0", episode)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, dataset):
+    """A train_joint-style run: final/ model and split.json (written by the trainer's own function)."""
+    run = tmp_path_factory.mktemp("runs") / "mirror"
+    tiny_model(0).save_pretrained(run / "final")
+    entries = scan_episodes(dataset)
+    (run / "split.json").write_text(json.dumps(split_summary([], entries)))
+    return run
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    argv = ["--checkpoints", str(run_dir), "--out", str(out), "--episodes", "1", "--max-steps", "2"]
+    assert main([*argv, "--eval-seeds", "0", "1", "--no-progress"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_outputs_exist_with_structure_and_numbers_in_range(evaluated):
+    out, results = evaluated
+    for name in ("results.json", "eval_results.csv", "summary.csv", "aligned_embeddings_mirror.npz"):
+        assert (out / name).is_file(), name
+    for name in ("success.png", "recognition.png", "tsne.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    model = results["models"]["mirror"]
+    assert model["held_out"]["episodes"] == 2 and model["held_out"]["source"].startswith("held_out of")
+    recognition = model["recognition"]
+    assert recognition["vocabulary_size"] == len(vocabulary())
+    assert recognition["chance_top1"] == pytest.approx(1 / len(vocabulary()))
+    assert set(recognition["per_task"]) == {"push_buttons", "open_drawer"}
+    assert 0.0 <= recognition["overall"]["top1"] <= recognition["overall"]["top5"] <= 1.0
+    alignment = model["alignment"]
+    assert alignment["pairing"] == "instruction" and alignment["clips"] == 2
+    assert alignment["projection"].startswith(("t-SNE", "PCA"))
+    for pairing in PAIRINGS:
+        assert 0.0 <= alignment[pairing]["mean"] <= 1.0 and 0.0 < alignment[pairing]["chance"] <= 1.0
+
+    execution = model["execution"]
+    assert set(execution["per_task"]) == {"push_buttons", "open_drawer"}
+    generation_seeds = {seed for _, _, seed in DEMOS}
+    for task, summary in execution["per_task"].items():
+        assert summary["episodes"] == 2 and set(summary["success_per_seed"]) == {"0", "1"}
+        assert 0.0 <= summary["success_mean"] <= 1.0 and summary["success_std"] >= 0.0
+        assert summary["successes"] + sum(summary["failures"].values()) == summary["episodes"], task
+    for episode in execution["episodes"]:
+        assert episode["env_seed"] >= EVAL_SEED_BASE and episode["env_seed"] not in generation_seeds
+        assert 1 <= episode["steps"] <= 2
+        assert (episode["failure"] is None) == episode["success"]
+        assert episode["failure"] in (None, *FAILURE_REASONS)
+        parts = sum(episode[k] for k in ("reset_seconds", "inference_seconds", "planning_seconds"))
+        assert 0.0 < parts <= episode["total_seconds"] + 1e-6
+
+    with (out / "eval_results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["task"] for r in rows] == ["open_drawer", "push_buttons", "average"]
+    for row in rows:
+        assert 0.0 <= float(row["success_mean_pct"]) <= 100.0
+        assert 0.0 <= float(row["recognition_top1_pct"]) <= 100.0
+        assert float(row["total_s_per_episode"]) > 0.0
+    average = rows[-1]
+    assert float(average["recognition_top1_pct"]) == pytest.approx(
+        100 * recognition["overall"]["top1"], abs=0.01
+    )
+
+
+def uniform_clip(record) -> np.ndarray:
+    """The 8-frame uniform clip, from the whole video read independently of the evaluation code."""
+    video = load_episode(record, cameras=["front"]).observations
+    return np.stack([video[i].camera("front").rgb for i in sample_clip_indices(len(video), 8)])
+
+
+def test_recognition_matches_a_direct_computation(run_dir, dataset, evaluated):
+    _, results = evaluated
+    records = results["models"]["mirror"]["recognition"]["records"]
+    model = JointModel.from_pretrained(run_dir / "final")
+    recognizer = InstructionRecognizer(model.viclip, model.tokenizer, model.config.instructions)
+    hits = []
+    for record in RLBenchDataset(dataset).records:
+        clip = uniform_clip(record)
+        with torch.no_grad():
+            scores = recognizer.similarities(clip)[0]
+        predicted = model.config.instructions[int(scores.argmax())]
+        mine = next(r for r in records if r["task"] == record.task)
+        assert mine["predicted"] == predicted
+        hits.append(predicted == record.descriptions[0])
+    reported = results["models"]["mirror"]["recognition"]["overall"]["top1"]
+    assert reported == pytest.approx(float(np.mean(hits)))
+
+
+def test_recall_matches_alignment_recall_at_1_on_the_same_embeddings(run_dir, dataset, evaluated):
+    out, results = evaluated
+    saved = np.load(out / "aligned_embeddings_mirror.npz")
+    keys = {
+        "episode": list(zip(saved["tasks"].tolist(), saved["episodes"].tolist())),
+        "instruction": saved["instructions"].tolist(),
+        "class": saved["tasks"].tolist(),
+    }
+    alignment = results["models"]["mirror"]["alignment"]
+    assert alignment["pairs"] == len(saved["z_u"])
+    for pairing in PAIRINGS:
+        expected = alignment_recall_at_1(
+            torch.from_numpy(saved["z_u"]), torch.from_numpy(saved["z_e"]), keys[pairing]
+        )
+        assert alignment[pairing]["u_to_e"] == pytest.approx(expected.u_to_e)
+        assert alignment[pairing]["e_to_u"] == pytest.approx(expected.e_to_u)
+
+    # The saved embeddings are T_u u of the uniform clip and T_e e at the demo's first frame (step 0).
+    agent = MirrorAgent.from_pretrained(run_dir / "final")
+    record = RLBenchDataset(dataset).episodes(task=str(saved["tasks"][0]))[0]
+    clip = uniform_clip(record)
+    first = load_episode(record, frames=[0]).observations[0]
+    _, e = agent.act(first, record.descriptions[0], 0)
+    z_u, z_e = agent.aligned_embeddings(agent.video_embedding(clip), e)
+    assert saved["steps"][0] == 0
+    np.testing.assert_allclose(saved["z_u"][0], z_u, atol=1e-5)
+    np.testing.assert_allclose(saved["z_e"][0], z_e, atol=1e-5)
+
+
+def test_comparison_mode_puts_both_models_in_one_table(run_dir, dataset, tmp_path):
+    baseline = tmp_path / "baseline_model"
+    tiny_model(1).save_pretrained(baseline)
+    out = tmp_path / "compare"
+    argv = [
+        "--checkpoints",
+        str(run_dir),
+        str(baseline),
+        "--names",
+        "mirror",
+        "baseline",
+        "--data",
+        str(dataset),
+    ]
+    assert main([*argv, "--out", str(out), "--skip-rollouts", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["models"]) == ["mirror", "baseline"]
+    assert all("execution" not in m and m["held_out"]["episodes"] == 2 for m in results["models"].values())
+    with (out / "summary.csv").open() as handle:
+        summary = list(csv.DictReader(handle))
+    assert [r["model"] for r in summary] == ["mirror", "baseline"]
+    assert all(0.0 <= float(r["recall_at_1_mean_pct"]) <= 100.0 for r in summary)
+    with (out / "eval_results.csv").open() as handle:
+        assert {r["model"] for r in csv.DictReader(handle)} == {"mirror", "baseline"}
+    assert (out / "tsne.png").is_file() and (out / "recognition.png").is_file()
+    assert not (out / "success.png").exists()
+
+
+class FixedTargetPolicy:
+    """The real agent, whose predicted position is replaced by a fixed target (its e is kept)."""
+
+    def __init__(self, agent: MirrorAgent, position: np.ndarray) -> None:
+        self.agent, self.position = agent, position
+
+    def act(self, observation, instruction, step):
+        action, e = self.agent.act(observation, instruction, step)
+        return KeyframeAction(self.position.copy(), action.quaternion, action.gripper_open), e
+
+
+def test_unreachable_target_is_a_planning_failure_with_its_reason(run_dir, sim):
+    policy = FixedTargetPolicy(MirrorAgent.from_pretrained(run_dir / "final"), UNREACHABLE)
+    outcome = run_episode(sim, policy, "push_buttons", 0, environment_seed(0, 0), max_steps=3)
+    assert not outcome.success and outcome.failure == "planning_error" and outcome.steps == 1
+    assert "IKError" in outcome.message and "step 0" in outcome.message
+    assert (
+        outcome.inference_seconds > 0.0 and outcome.planning_seconds > 0.0 and outcome.execution_seconds == 0
+    )
+
+
+def test_target_outside_the_workspace_is_an_invalid_action(run_dir, sim):
+    policy = FixedTargetPolicy(MirrorAgent.from_pretrained(run_dir / "final"), np.array([1.5, 0.0, 1.0]))
+    outcome = run_episode(sim, policy, "open_drawer", 0, environment_seed(0, 1), max_steps=2)
+    assert outcome.failure == "invalid_action" and "outside the workspace" in outcome.message
+
+
+class ScriptedPolicy:
+    """Replays the task's own scripted waypoints as keyframe actions: must succeed through the same loop."""
+
+    def __init__(self, env) -> None:
+        self.env, self.waypoints = env, None
+
+    def act(self, observation, instruction, step):
+        if step == 0:
+            self.waypoints = self.env.task.demo()
+        return next(self.waypoints).action(), np.zeros(1)
+
+
+def test_successful_rollout_is_counted_as_success(sim):
+    outcome = run_episode(sim, ScriptedPolicy(sim), "push_buttons", 0, environment_seed(0, 2), max_steps=25)
+    assert outcome.success and outcome.failure is None and 1 <= outcome.steps < 25
+    assert outcome.execution_seconds > 0.0
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(run_dir, tmp_path, caplog):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        run_evaluation([tmp_path / "nope"], ["x"], EvaluationSettings(rollouts=False), tmp_path / "out")
+    with caplog.at_level(logging.ERROR):
+        assert main(["--checkpoints", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in caplog.text
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(run_dir / "final", corrupt)
+    (corrupt / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError):
+        run_evaluation([corrupt], ["x"], EvaluationSettings(rollouts=False), tmp_path / "out")
+    assert main(["--checkpoints", str(corrupt), "--out", str(tmp_path / "o"), "--skip-rollouts"]) == 2
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_empty_held_out_data_and_unknown_tasks_are_clear_errors(run_dir, tmp_path, caplog):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    settings = EvaluationSettings(rollouts=False, data=empty)
+    with pytest.raises(DatasetError, match="no episodes"):
+        run_evaluation([run_dir], ["m"], settings, tmp_path / "out")
+    no_held_out = tmp_path / "run"
+    shutil.copytree(run_dir, no_held_out)
+    (no_held_out / "split.json").write_text(json.dumps({"train": [], "held_out": []}))
+    with pytest.raises(EmptyHeldOutError, match="no held-out episodes"):
+        run_evaluation([no_held_out], ["m"], EvaluationSettings(rollouts=False), tmp_path / "out")
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir / "final", bare)  # a model without split.json needs --data
+    with caplog.at_level(logging.ERROR):
+        assert main(["--checkpoints", str(bare), "--out", str(tmp_path / "o"), "--skip-rollouts"]) == 2
+        assert (
+            main(["--checkpoints", str(run_dir), "--tasks", "no_such_task", "--out", str(tmp_path / "o")])
+            == 2
+        )
+    assert "--data" in caplog.text and "no_such_task" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["--checkpoints", str(run_dir), "--names", "a", "b"])
+
+
+def test_evaluation_seeds_never_meet_generation_seeds():
+    generation = [
+        job.seed + 104_729 * attempt
+        for seed in range(4)
+        for job in plan_episodes(Path("unused"), sorted(TASKS), {t: [0] for t in TASKS}, 200, seed)
+        for attempt in range(5)
+    ]
+    evaluation = [environment_seed(s, i) for s in range(3) for i in range(100)]
+    check_disjoint(evaluation, generation)
+    assert max(evaluation) < 2**32 and len(set(evaluation)) == len(evaluation)
+    with pytest.raises(SeedCollisionError):
+        check_disjoint(evaluation, [environment_seed(2, 7)])
+    with pytest.raises(ValueError):
+        environment_seed(-1, 0)
+
+
+def test_variations_cycle_evenly_and_differ_between_seeds():
+    schedule = variation_schedule("push_buttons", 50, 0, 120)
+    counts = np.bincount(schedule, minlength=50)
+    assert counts.min() == 2 and counts.max() == 3
+    assert variation_schedule("push_buttons", 50, 0, 25) == schedule[:25]
+    assert variation_schedule("push_buttons", 50, 1, 25) != schedule[:25]
+
+
+def test_success_mean_and_std_over_seeds():
+    def outcome(task, seed, success):
+        return EpisodeOutcome(
+            task, 0, "x", seed, 0, environment_seed(seed, 0), success, 1, None if success else "max_steps"
+        )
+
+    outcomes = [outcome("a", 0, True), outcome("a", 0, False), outcome("a", 1, True), outcome("a", 1, True)]
+    outcomes += [
+        outcome("b", 0, False),
+        outcome("b", 0, False),
+        outcome("b", 1, True),
+        outcome("b", 1, False),
+    ]
+    summary = summarize_execution(outcomes, [0, 1])
+    assert summary["per_task"]["a"]["success_per_seed"] == {"0": 0.5, "1": 1.0}
+    assert summary["per_task"]["a"]["success_mean"] == pytest.approx(0.75)
+    assert summary["per_task"]["a"]["success_std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert summary["overall"]["success_mean"] == pytest.approx((0.75 + 0.25) / 2)
+    assert summary["overall"]["success_per_seed"] == {"0": 0.25, "1": 0.75}
+    assert summary["per_task"]["b"]["failures"]["max_steps"] == 3

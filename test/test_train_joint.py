@@ -1,0 +1,357 @@
+"""train_joint: config loading, sample formation, the joint step (AU schedule, baseline, probing), exact
+resume, clear errors, checkpoints and a 2-process gloo run, on a tiny dataset recorded with the simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from joint_test_data import build_tiny_dataset
+
+from mirror_perception.errors import CheckpointError
+from mirror_policy.inference import MirrorAgent
+from mirror_policy.joint_model import JointModel
+from mirror_policy.preprocessing import PolicyInputError
+from mirror_policy.training.config import TrainConfigError, load_train_config, parse_override
+from mirror_policy.training.data import (
+    STREAM_MODEL,
+    EpisodeEntry,
+    TrainingDataError,
+    form_transitions,
+    scan_episodes,
+    split_episodes,
+    step_seed,
+    target_action,
+)
+from mirror_policy.training.distributed import DistInfo
+from mirror_policy.training.lamb import Lamb
+from mirror_policy.training.optim import lr_factor
+from mirror_policy.training.train_joint import main
+from mirror_policy.training.trainer import JointTrainer, is_au_step
+from sim_bridge.dataset import EpisodeRecord, RLBenchDataset, load_episode
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+# Tiny models and batches so that a step takes a fraction of a second on a loaded machine.
+SMALL = [
+    "viclip.vision_width=64", "viclip.vision_layers=1", "viclip.text_width=64", "viclip.text_layers=1",
+    "viclip.embed_dim=32", "arp.img_size=32", "arp.point_stride=4", "arp.mvt_view_layers=1",
+    "arp.mvt_joint_layers=1", "arp.cross_layers=1", "arp.self_layers=1", "arp.mlp_dim=64",
+    "data.holdout_fraction=0.25", "data.sampling=keyframes", "batch_size=3", "eval_pairs=2", "log_every=1",
+    "eval_every=1000", "checkpoint_every=1000", "optim.warmup_steps=1", "progress=false", "device=cpu",
+    "optim.video_lr=1e-3", "optim.arp_lr_per_sample=1e-3",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root() -> Path:
+    return build_tiny_dataset()
+
+
+def small_config(data_root: Path, out: Path, *extra: str):
+    return load_train_config(None, [*SMALL, f"data.root={data_root}", f"out={out}", *extra])
+
+
+def cli(data_root: Path, out: Path, *extra: str) -> list[str]:
+    args = ["--data", str(data_root), "--out", str(out), "--log-level", "WARNING"]
+    for item in SMALL:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.named_parameters())
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_config_file_overrides_and_flags_are_applied_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "steps: 10\nbatch_size: 4\noptim:\n  video_lr: 2.0e-4\narp:\n  preset: cpu_tiny\n  cross_layers: 3\n"
+    )
+    config = load_train_config(
+        path, ["steps=20", "arp.self_layers=3", "alignment.pairing=episode"], {"seed": 5}
+    )
+    assert (config.steps, config.batch_size, config.seed, config.optim.video_lr) == (20, 4, 5, 2e-4)
+    joint = config.model_config(["a", "b"])
+    assert (joint.arp.cross_layers, joint.arp.self_layers, joint.alignment.pairing) == (3, 3, "episode")
+    assert parse_override("optim.arp_betas=[0.9, 0.99]") == (["optim", "arp_betas"], [0.9, 0.99])
+    with pytest.raises(TrainConfigError, match="unknown setting"):
+        load_train_config(None, ["optim.momentum=0.9"])
+    with pytest.raises(TrainConfigError, match="must be an integer"):
+        load_train_config(None, ["steps=many"])
+    with pytest.raises(TrainConfigError, match="invalid model settings"):
+        load_train_config(None, ["arp.num_layers=2"])
+    with pytest.raises(TrainConfigError, match="key.path=value"):
+        load_train_config(None, ["steps"])
+    with pytest.raises(TrainConfigError, match="does not exist"):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_parse_and_build() -> None:
+    small = load_train_config(REPO / "config" / "train_cpu_small.yaml", ["data.root=/data"])
+    assert (small.viclip["preset"], small.arp["preset"], small.align_weight, small.au_update_prob) == (
+        "cpu_tiny", "cpu_tiny", 0.5, 0.2)  # fmt: skip
+    paper = load_train_config(REPO / "config" / "train_paper.yaml", ["data.root=/data"])
+    assert paper.batch_size * 2 == 192 and paper.steps == 80000 and paper.optim.arp_lr_per_sample == 1.25e-5
+    assert paper.optim.video_lr == 1e-5 and paper.optim.text_lr_ratio == 0.05 and paper.optim.align_lr == 1e-4
+    joint = paper.model_config(["push the maroon button"])
+    assert joint.arp.name == "paper" and joint.viclip.name.startswith("ViCLIP")
+    with torch.device("meta"):  # the paper-size model builds (without allocating ~1 GB)
+        model = JointModel(joint)
+    assert sum(p.numel() for p in model.arp.parameters()) > 60e6
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _entry(length: int, keyframes: tuple[int, ...]) -> EpisodeEntry:
+    poses = np.zeros((length, 7))
+    poses[:, 3:7] = [0.0, 0.0, 0.0, -1.0]  # qw < 0: the target must be flipped to qw > 0
+    poses[:, 0] = np.arange(length)
+    ignore = np.zeros(length)
+    ignore[29] = 1.0
+    return EpisodeEntry(0, EpisodeRecord("t", 0, ("do it",), Path("/x"), length, 3), "do it", keyframes,
+                        poses, np.ones(length), ignore)  # fmt: skip
+
+
+def test_sample_formation_follows_peract_and_keyframes_only_mode() -> None:
+    entry = _entry(61, (30, 45, 60))
+    keyframes_only = [(t.obs_frame, t.target_frame, t.step) for t in form_transitions(entry, "keyframes")]
+    assert keyframes_only == [(0, 30, 0), (30, 45, 1), (45, 60, 2)]
+    peract = [(t.obs_frame, t.target_frame, t.step) for t in form_transitions(entry, "peract", every_n=10)]
+    assert peract[:3] == keyframes_only  # the chain from frame 0
+    assert (10, 30, 0) in peract and (30, 45, 1) in peract and (40, 45, 0) in peract and (50, 60, 0) in peract
+    assert sum(1 for p in peract if p[:2] == (45, 60)) == 5  # repeated once per start frame before 45
+    assert len(peract) == 3 + 3 + 3 + 2 + 2 + 1  # start 60 has no later keyframe
+    action = target_action(entry, 30)
+    np.testing.assert_allclose(action, [30, 0, 0, 0, 0, 0, 1, 1, 1])  # ignore_collisions from frame 29
+
+
+def test_dataset_scan_split_and_paired_batches(data_root: Path, tmp_path: Path) -> None:
+    entries = scan_episodes(data_root)
+    assert [e.episode for e in entries] == [0, 1, 2] and all(e.keyframes for e in entries)
+    train, held_out = split_episodes(entries, 0.25)
+    assert [e.episode for e in train] == [0, 1] and [e.episode for e in held_out] == [2]
+    assert split_episodes(entries, 0.0)[1] == []
+    trainer = JointTrainer(small_config(data_root, tmp_path / "run", "alignment.pairing=instruction"), CPU)
+    batch = trainer.builder.build(3)
+    again = trainer.builder.build(3)
+    assert batch.au_ids == again.au_ids and batch.ee_ids == again.ee_ids
+    assert torch.equal(batch.ee["points"], again.ee["points"]) and torch.equal(batch.clips, again.clips)
+    assert batch.au_instructions == batch.ee_instructions  # each clip paired with a same-instruction sample
+    assert all(task == "push_buttons" and episode in (0, 1) for task, episode in batch.au_ids)
+    assert batch.clips.shape == (3, 8, 128, 128, 3) and batch.clips.dtype == torch.uint8
+    other_rank = trainer.builder.build(3, rank=1)
+    assert not torch.equal(other_rank.ee["points"], batch.ee["points"])
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [row["episode"] for row in split["held_out"]] == [2]
+
+
+def test_clear_errors_for_bad_data(data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingDataError, match="does not exist"):
+        scan_episodes(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no episodes"):
+        scan_episodes(tmp_path / "empty")
+    with pytest.raises(TrainingDataError, match="not in"):
+        scan_episodes(data_root, ["open_drawer"])
+    with pytest.raises(PolicyInputError, match=r"\(64, 64, 3\)"):
+        JointTrainer(small_config(data_root, tmp_path / "a", "arp.camera_resolution=64"), CPU)
+    with pytest.raises(TrainingDataError, match="overhead"):
+        JointTrainer(small_config(data_root, tmp_path / "b", "arp.cameras=[front, overhead]"), CPU)
+    assert main(cli(tmp_path / "missing", tmp_path / "c", "--steps", "1")) == 2
+    assert not (tmp_path / "c" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------------------ optimisation
+def test_lamb_moves_each_tensor_by_lr_relative_to_its_norm_and_schedule_shape() -> None:
+    weight = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    weight.grad = torch.randn(4, 4)
+    Lamb([weight], lr=0.01, weight_decay=0.0).step()
+    assert math.isclose(float((weight.detach() - 2.0).norm() / 8.0), 0.01, rel_tol=1e-4)  # ||w|| = 8
+    assert lr_factor(0, 100, 10, 0.01) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.01) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, 0.01) == pytest.approx(0.01, abs=1e-3)
+    assert lr_factor(55, 100, 10, 0.01) == pytest.approx(0.505, abs=1e-3)
+
+
+def test_viclip_learns_on_au_steps_only_and_arp_on_every_step(data_root: Path, tmp_path: Path) -> None:
+    trainer = JointTrainer(small_config(data_root, tmp_path / "run", "au_update_prob=0.5", "seed=3"), CPU)
+    groups = trainer.optimizers.viclip.param_groups
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    viclip = trainer.model.viclip
+    assert id(viclip.temp) in no_decay and id(viclip.text_encoder.token_embedding.weight) in no_decay
+    assert id(viclip.vision_encoder.proj) not in no_decay
+    assert {g["name"]: g["base_lr"] for g in groups} == {
+        "lr/viclip_video": 1e-3,
+        "lr/viclip_text": 1e-3 * 0.05,
+    }
+    schedule = [is_au_step(3, s, 0.5) for s in range(4)]
+    assert any(schedule) and not all(schedule)
+    for step, au in enumerate(schedule):
+        viclip, arp, heads = (
+            params(trainer.model.viclip),
+            params(trainer.model.arp),
+            params(trainer.model.alignment),
+        )
+        metrics = trainer.train_step(step, trainer.builder.build(step))
+        assert metrics["au_step"] == float(au) and ("loss/au" in metrics) == au
+        assert all(math.isfinite(v) for v in metrics.values())
+        assert changed(viclip, trainer.model.viclip) == au
+        assert changed(arp, trainer.model.arp) and changed(heads, trainer.model.alignment)
+
+
+def test_align_weight_zero_is_the_same_run_without_alignment_gradients(
+    data_root: Path, tmp_path: Path
+) -> None:
+    extra = ("au_update_prob=0",)
+    mirror = JointTrainer(small_config(data_root, tmp_path / "mirror", *extra), CPU)
+    baseline = JointTrainer(small_config(data_root, tmp_path / "base", *extra, "align_weight=0"), CPU)
+    assert baseline.optimizers.alignment is None
+    initial_arp = {k: v.clone() for k, v in baseline.model.arp.state_dict().items()}
+    heads = params(baseline.model.alignment)
+    batch_m, batch_b = mirror.builder.build(0), baseline.builder.build(0)
+    assert batch_m.ee_ids == batch_b.ee_ids and torch.equal(batch_m.ee["points"], batch_b.ee["points"])
+    metrics_m, metrics_b = mirror.train_step(0, batch_m), baseline.train_step(0, batch_b)
+    assert metrics_m["loss/ee"] == metrics_b["loss/ee"]  # same init, data and random draws
+    assert metrics_m["loss/align"] == metrics_b["loss/align"]  # computed (for logging) in both
+    assert not changed(heads, baseline.model.alignment)
+    assert all(p.grad is None for p in baseline.model.alignment.parameters())
+    assert changed(heads, mirror.model.alignment)
+    # the baseline's ARP gradient is exactly that of L_EE alone
+    grads = {k: p.grad.clone() for k, p in baseline.model.arp.named_parameters()}
+    reference = JointModel(baseline.model.config)
+    reference.arp.load_state_dict(initial_arp)
+    reference.viclip.load_state_dict(baseline.model.viclip.state_dict())
+    reference.train()
+    torch.manual_seed(step_seed(baseline.config.seed, STREAM_MODEL, 0))
+    ee = dict(batch_b.ee)
+    ee["lang"], ee["lang_mask"] = reference.language_features(batch_b.ee_instructions)
+    loss, _ = reference.arp(ee)
+    loss.backward()
+    for name, param in reference.arp.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    # with the mirror term, ARP receives a different gradient
+    assert any(not torch.equal(p.grad, grads[n]) for n, p in mirror.model.arp.named_parameters())
+
+
+def test_probe_trains_only_the_alignment_heads(data_root: Path, tmp_path: Path) -> None:
+    first = JointTrainer(small_config(data_root, tmp_path / "src"), CPU)
+    first.model.save_pretrained(tmp_path / "init")
+    trainer = JointTrainer(
+        small_config(data_root, tmp_path / "probe", "probe=true", f"init={tmp_path / 'init'}"), CPU
+    )
+    assert set(trainer.optimizers.named()) == {"alignment"}
+    assert not any(p.requires_grad for p in trainer.model.viclip.parameters())
+    assert not any(p.requires_grad for p in trainer.model.arp.parameters())
+    viclip, arp, heads = (
+        params(trainer.model.viclip),
+        params(trainer.model.arp),
+        params(trainer.model.alignment),
+    )
+    assert not torch.equal(heads["t_u.weight"], first.model.alignment.t_u.weight)  # fresh heads
+    for step in range(2):
+        trainer.train_step(step, trainer.builder.build(step))
+    assert not changed(viclip, trainer.model.viclip) and not changed(arp, trainer.model.arp)
+    assert changed(heads, trainer.model.alignment)
+    source = dict(first.model.arp.named_parameters())
+    assert all(
+        torch.equal(p, source[n]) for n, p in trainer.model.arp.named_parameters()
+    )  # loaded from --init
+
+
+# ------------------------------------------------------------------------------------ runs and resuming
+def test_end_to_end_run_writes_logs_and_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(cli(data_root, out, "--steps", "3", "--set", "au_update_prob=1.0")) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in lines if "loss/total" in m]
+    assert [m["step"] for m in train] == [0, 1, 2]
+    assert all(math.isfinite(m["loss/total"]) and m["loss/au"] > 0 for m in train)
+    final_eval = [m for m in lines if "held_out/recognition_top1" in m]
+    assert len(final_eval) == 1 and 0.0 <= final_eval[0]["held_out/alignment_recall_at_1"] <= 1.0
+    assert (
+        list((out / "tb").iterdir())
+        and (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+    )
+    agent = MirrorAgent.from_pretrained(out / "final")
+    record = RLBenchDataset(data_root).records[2]
+    observation = load_episode(record, frames=[0]).observations[0]
+    action, e = agent.act(observation, record.descriptions[0], step=0)
+    assert np.isfinite(action.to_vector()).all() and e.shape == (agent.model.config.arp.embed_dim,)
+    assert agent.model.config.instructions == sorted({r.descriptions[0] for r in RLBenchDataset(data_root)})
+    # a second fresh run into the same directory is refused
+    assert main(cli(data_root, out, "--steps", "3")) == 2
+
+
+def test_resume_continues_exactly_and_refuses_other_settings(data_root: Path, tmp_path: Path) -> None:
+    common = ("--steps", "4", "--set", "au_update_prob=0.5", "--seed", "3")
+    assert main(cli(data_root, tmp_path / "straight", *common)) == 0
+    assert main(cli(data_root, tmp_path / "split", *common, "--set", "stop_after=2")) == 0
+    assert (tmp_path / "split" / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+    assert not (tmp_path / "split" / "final").exists()
+
+    snapshot = {p: p.read_bytes() for p in (tmp_path / "split").rglob("*") if p.is_file()}
+    config = small_config(data_root, tmp_path / "split", "au_update_prob=0.5", "seed=3", "steps=4",
+                          "alignment.tau=0.2")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"alignment\.tau"):
+        JointTrainer(config, CPU, resume=tmp_path / "split")
+    assert {p: p.read_bytes() for p in (tmp_path / "split").rglob("*") if p.is_file()} == snapshot
+
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as handle:  # as if step 2 ran, then the job died
+        handle.write(json.dumps({"step": 2, "loss/ee": 1.0}) + "\n")
+    assert main(["--resume", str(tmp_path / "split"), "--log-level", "WARNING"]) == 0
+    straight = JointModel.from_pretrained(tmp_path / "straight" / "final").state_dict()
+    resumed = JointModel.from_pretrained(tmp_path / "split" / "final").state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    lines = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "loss/ee" in m] == [0, 1, 2, 3]  # the stale step-2 line is gone
+
+
+# ----------------------------------------------------------------------------------------- distributed
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, data_root: str, out: str, result_dir: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})  # fmt: skip
+    torch.set_num_threads(1)
+    from mirror_policy.training.distributed import setup_distributed, teardown
+
+    dist = setup_distributed("cpu")
+    try:
+        trainer = JointTrainer(
+            small_config(Path(data_root), Path(out), "steps=5", "au_update_prob=0.5", "seed=3"), dist
+        )
+        trainer.run()
+        torch.save(trainer.model.state_dict(), Path(result_dir) / f"rank{rank}.pt")
+    finally:
+        teardown(dist)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_keeps_ranks_identical(data_root: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(_free_port(), str(data_root), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    final = JointModel.from_pretrained(tmp_path / "run" / "final").state_dict()
+    assert all(torch.equal(final[k], rank0[k]) for k in final)
+    assert [is_au_step(3, s, 0.5) for s in range(5)] == [True, True, True, False, True]  # both kinds of step
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000005"
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2
