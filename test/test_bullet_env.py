@@ -7,6 +7,7 @@ import pybullet as p
 import pytest
 
 from sim_bridge.actions import KeyframeAction
+from sim_bridge.bullet import shapes
 from sim_bridge.bullet.camera_rig import handle_of
 from sim_bridge.cameras import CAMERA_NAMES, project_world_points
 from sim_bridge.errors import (
@@ -144,3 +145,16 @@ def test_same_seed_same_layout(bullet_env):
     assert np.allclose(a.task_low_dim_state, b.task_low_dim_state)
     assert not np.allclose(a.task_low_dim_state, c.task_low_dim_state)
     assert np.array_equal(a.camera("front").rgb, b.camera("front").rgb)
+
+
+def test_compound_bodies_beyond_pybullets_shape_limit_are_refused_not_truncated():
+    client = p.connect(p.DIRECT)
+    try:
+        count = shapes.MAX_SHAPES_PER_LINK + 1
+        row = [shapes.box((0.01, 0.01, 0.01), offset=(0.03 * i, 0, 0)) for i in range(count)]
+        body = shapes.create_body(client, row[:-1], (0, 0, 1))
+        assert len(p.getVisualShapeData(body, physicsClientId=client)) == shapes.MAX_SHAPES_PER_LINK
+        with pytest.raises(ValueError, match="split it"):
+            shapes.create_body(client, row, (0, 0, 1))
+    finally:
+        p.disconnect(client)

@@ -24,6 +24,9 @@ class Shape:
     orientation: Quat = IDENTITY
 
 
+MAX_SHAPES_PER_LINK = 16  # PyBullet's limit for createCollisionShapeArray / createVisualShapeArray
+
+
 def box(
     half_extents: Vec3, rgba=(0.7, 0.7, 0.7, 1.0), offset: Vec3 = (0, 0, 0), orientation=IDENTITY
 ) -> Shape:
@@ -41,6 +44,12 @@ def sphere(radius: float, rgba=(0.7, 0.7, 0.7, 1.0), offset: Vec3 = (0, 0, 0)) -
 
 
 def _shape_arrays(client: int, shapes: Sequence[Shape]) -> tuple[int, int]:
+    if not 0 < len(shapes) <= MAX_SHAPES_PER_LINK:
+        # PyBullet silently keeps only the first 16 shapes of an array; a missing wall is worse than an error.
+        raise ValueError(
+            f"a body or link takes 1..{MAX_SHAPES_PER_LINK} primitive shapes, got {len(shapes)}; "
+            "split it into several links or bodies"
+        )
     kinds = {"box": p.GEOM_BOX, "cylinder": p.GEOM_CYLINDER, "sphere": p.GEOM_SPHERE}
     for s in shapes:
         if s.kind not in kinds:
