@@ -636,8 +636,15 @@ def main_command_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_file):
-    run = Process(bringup_command(checkpoint, params_file, "--episodes", "1"), main_command_env())
+def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_file, tmp_path):
+    # The bridge starts on push_buttons variation 49 and the loop moves it to turn_tap (2 variations): the
+    # task and variation must change together (a variation checked against the old task would be refused).
+    params = yaml.safe_load(params_file.read_text())
+    params["sim_bridge"]["ros__parameters"]["variation"] = 49
+    start_high = tmp_path / "start_high.yaml"
+    start_high.write_text(yaml.safe_dump(params))
+    command = bringup_command(checkpoint, start_high, "--episodes", "1", "--task", "turn_tap")
+    run = Process(command, main_command_env())
     try:
         assert run.proc.wait(300) == 0, run.text[-4000:]
     finally:

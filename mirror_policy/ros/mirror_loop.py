@@ -239,17 +239,19 @@ class MirrorLoop:
 
     def reset(self, task: str, variation: int, seed: int) -> EpisodeStatus:
         node, config = self.node, self.config
-        future = node.bridge_parameters.set_parameters(
+        # Atomically: set one by one, a new task would be checked against the previous task's variation.
+        future = node.bridge_parameters.set_parameters_atomically(
             [Parameter(PARAM_TASK, value=task), Parameter(PARAM_VARIATION, value=variation),
              Parameter(PARAM_SEED, value=seed)]
         )  # fmt: skip
         self.spin_until(future.done, config.service_timeout, "sim_bridge to take task/variation/seed")
-        result = future.result()
-        if result is None:
+        response = future.result()
+        if response is None:
             raise LoopError(f"setting the bridge's parameters failed: {future.exception()}")
-        rejected = [r.reason for r in result.results if not r.successful]
-        if rejected:
-            raise LoopError(f"sim_bridge rejected task {task} variation {variation} seed {seed}: {rejected}")
+        if not response.result.successful:
+            raise LoopError(
+                f"sim_bridge rejected task {task} variation {variation} seed {seed}: {response.result.reason}"
+            )
         self.spin_until(
             lambda: node.status is not None and not node.status.busy,
             config.reset_timeout, "sim_bridge to finish the command it is running (busy)",
