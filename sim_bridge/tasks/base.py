@@ -21,6 +21,17 @@ TABLE_HEIGHT = 0.752
 TOP_DOWN = Rotation.from_euler("xyz", [np.pi, 0.0, 0.0])
 
 
+def yaw_of(quat: np.ndarray) -> float:
+    """Heading (rotation about world z) of an orientation, from its rotated x axis."""
+    m = Rotation.from_quat(quat).as_matrix()
+    return float(np.arctan2(m[1, 0], m[0, 0]))
+
+
+def wrap_angle(angle: float) -> float:
+    """``angle`` in [-pi, pi)."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
 def top_down_quaternion(yaw: float = 0.0) -> np.ndarray:
     """xyzw quaternion of a downward-pointing gripper rotated by ``yaw`` about the world z axis."""
     return (Rotation.from_euler("z", yaw) * TOP_DOWN).as_quat()

@@ -17,7 +17,16 @@ from scipy.spatial.transform import Rotation
 from sim_bridge.bullet import shapes
 from sim_bridge.bullet.robot import pose_matrix
 from sim_bridge.tasks import colors
-from sim_bridge.tasks.base import TABLE_HEIGHT, Task, TaskScene, Waypoint, register, top_down_quaternion
+from sim_bridge.tasks.base import (
+    TABLE_HEIGHT,
+    Task,
+    TaskScene,
+    Waypoint,
+    register,
+    top_down_quaternion,
+    wrap_angle,
+    yaw_of,
+)
 from sim_bridge.tasks.layout import sample_positions
 
 CUP_HEIGHT = 0.07
@@ -81,15 +90,6 @@ def tapered_cup_shapes(
             )
         )
     return parts
-
-
-def _yaw(quat: np.ndarray) -> float:
-    m = Rotation.from_quat(quat).as_matrix()
-    return float(math.atan2(m[1, 0], m[0, 0]))
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 @register
@@ -160,7 +160,7 @@ class StackCups(Task):
         pos, quat = self.scene.pose(cup)
         step = 2 * math.pi / CUP_STAVES
         # Fingers close along the tool's y axis; a half turn of the tool gives the same grasp.
-        yaws = [(_yaw(quat) + k * step + math.pi) % math.pi - math.pi / 2 for k in range(CUP_STAVES // 2)]
+        yaws = [(yaw_of(quat) + k * step + math.pi) % math.pi - math.pi / 2 for k in range(CUP_STAVES // 2)]
         tool_yaw = min(yaws, key=abs)
         up = Rotation.from_quat(quat).as_matrix()[:, 2]
         return pos + up * (CUP_HEIGHT - _GRIP_DEPTH), top_down_quaternion(tool_yaw)
@@ -183,8 +183,8 @@ class StackCups(Task):
             tip_from_cup = np.linalg.inv(scene.robot.tip_pose()) @ cup_pose
             base_pos, base_quat = scene.pose(self.base)
             step = 2 * math.pi / CUP_STAVES
-            base_yaw = _yaw(base_quat)
-            yaw = base_yaw + step * round(_wrap(_yaw(scene.pose(cup)[1]) - base_yaw) / step)
+            base_yaw = yaw_of(base_quat)
+            yaw = base_yaw + step * round(wrap_angle(yaw_of(scene.pose(cup)[1]) - base_yaw) / step)
             target = pose_matrix(
                 base_pos + [0.0, 0.0, (k + 1) * NEST_RISE + _RELEASE_GAP],
                 Rotation.from_euler("z", yaw).as_quat(),

@@ -15,7 +15,16 @@ from scipy.spatial.transform import Rotation
 
 from sim_bridge.bullet import shapes
 from sim_bridge.bullet.robot import pose_matrix
-from sim_bridge.tasks.base import TABLE_HEIGHT, Task, TaskScene, Waypoint, register, top_down_quaternion
+from sim_bridge.tasks.base import (
+    TABLE_HEIGHT,
+    Task,
+    TaskScene,
+    Waypoint,
+    register,
+    top_down_quaternion,
+    wrap_angle,
+    yaw_of,
+)
 
 SIZES = ("tall", "short")
 DIRT_COUNT = 5
@@ -33,15 +42,6 @@ _PAN_RGBA = {"tall": (0.2, 0.45, 0.8, 1.0), "short": (0.85, 0.35, 0.2, 1.0)}
 _PAN_GAP = 0.11  # from the middle of the dirt to each pan's front edge
 _SWEEP_CLEARANCE = 0.0035  # brush head bottom above the table while sweeping
 _ABOVE = 0.08
-
-
-def _yaw(quat: np.ndarray) -> float:
-    m = Rotation.from_quat(quat).as_matrix()
-    return float(math.atan2(m[1, 0], m[0, 0]))
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 @register
@@ -168,13 +168,13 @@ class SweepToDustpanOfSize(Task):
         scene = self.scene
         front, pan_yaw = self.pan_frames[self.size]
         broom_pos, broom_quat = scene.pose(self.broom)
-        broom_yaw = _yaw(broom_quat)
+        broom_yaw = yaw_of(broom_quat)
         # Fingers close along the brush head's long axis (tool y along broom x), so that while sweeping the
         # long hand lies across the sweep and clears the pan's back. The broom looks the same after a half
         # turn: pick the final broom yaw that turns the wrist least.
         grasp_yaw = (broom_yaw + math.pi / 2 + math.pi / 2) % math.pi - math.pi / 2
-        turns = [_wrap(pan_yaw + k * math.pi - broom_yaw) for k in (0, 1)]
-        turn = min(turns, key=lambda t: abs(_wrap(grasp_yaw + t)))
+        turns = [wrap_angle(pan_yaw + k * math.pi - broom_yaw) for k in (0, 1)]
+        turn = min(turns, key=lambda t: abs(wrap_angle(grasp_yaw + t)))
         top = broom_pos + [0.0, 0.0, _HEAD_HALF[2] + _HANDLE_LENGTH - _GRIP_BELOW_TOP]
         grasp_q = top_down_quaternion(grasp_yaw)
         yield Waypoint(top + [0, 0, _ABOVE], grasp_q, True, name="above broom")
