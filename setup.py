@@ -19,6 +19,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/checkpoints/mirror_cpu_small", glob("checkpoints/mirror_cpu_small/*")),
     ],
     install_requires=[
         "numpy>=1.24",
