@@ -169,6 +169,10 @@ def test_episodes_are_drawn_from_the_vocabulary_with_a_seed():
     assert all(p.demo_seed != p.policy_seed for p in plans) and [p.index for p in plans] == list(range(20))
     outside = candidate_variations(vocabulary, ["open_drawer"])
     assert outside and not any(c.in_vocabulary for c in outside)  # named explicitly: run anyway
+    # Tasks are drawn evenly, however many variations each has (50 for push_buttons, 3 for open_drawer).
+    mixed = EpisodePicker(candidates + outside, seed=3)
+    drawn = [mixed.next().target.task for _ in range(400)]
+    assert 150 < drawn.count("open_drawer") < 250
     with pytest.raises(UnknownTaskError, match="unknown task 'no_such_task'"):
         candidate_variations(vocabulary, ["no_such_task"])
     with pytest.raises(ValueError, match="no task of the simulator"):

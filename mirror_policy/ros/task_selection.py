@@ -71,17 +71,22 @@ def candidate_variations(vocabulary: Sequence[str], tasks: Sequence[str] = ()) -
 
 
 class EpisodePicker:
-    """Seeded draws of (task, variation, demo seed, policy seed); the same seed gives the same episodes."""
+    """Seeded draws of (task, variation, demo seed, policy seed): tasks uniformly, then one of the task's
+    variations uniformly; the same seed gives the same episodes."""
 
     def __init__(self, candidates: Sequence[TaskVariation], seed: int) -> None:
         if not candidates:
             raise ValueError("no candidate task variations")
         self.candidates = list(candidates)
+        self.tasks = list(dict.fromkeys(c.task for c in self.candidates))
         self.rng = np.random.default_rng(seed)
         self.count = 0
 
     def next(self) -> EpisodePlan:
-        target = self.candidates[int(self.rng.integers(len(self.candidates)))]
+        # Task first, then one of its variations: push_buttons' 50 variations must not crowd out the others.
+        task = self.tasks[int(self.rng.integers(len(self.tasks)))]
+        variations = [c for c in self.candidates if c.task == task]
+        target = variations[int(self.rng.integers(len(variations)))]
         demo_seed = int(self.rng.integers(MAX_SEED))
         policy_seed = int(self.rng.integers(MAX_SEED - 1))
         if policy_seed >= demo_seed:
