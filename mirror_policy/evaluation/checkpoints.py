@@ -12,11 +12,7 @@ from pathlib import Path
 
 from mirror_policy.evaluation.errors import CheckpointNotFoundError
 from mirror_policy.joint_model import CONFIG_NAME, WEIGHTS_NAME
-
-SPLIT_NAME = "split.json"
-FINAL_DIR = "final"
-CHECKPOINTS_DIR = "checkpoints"
-LATEST_NAME = "latest"
+from mirror_policy.training.checkpointing import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME, SPLIT_NAME
 
 
 @dataclass(frozen=True)
@@ -68,15 +64,21 @@ def resolve_checkpoint(path: Path | str) -> ResolvedCheckpoint:
     return ResolvedCheckpoint(model_dir, _find_split(model_dir))
 
 
-def _find_split(model_dir: Path) -> Path | None:
-    """``split.json`` beside the model, or in the run directory above ``final/`` / ``checkpoints/step_N/``
-    (never in an arbitrary parent folder, which could belong to another run)."""
-    candidates = [model_dir]
+def run_directory(model_dir: Path) -> Path | None:
+    """The ``train_joint`` run a model directory belongs to: the folder above ``final/`` or above
+    ``checkpoints/step_N/``; None for a bare model directory (never an arbitrary parent folder, which could
+    belong to another run)."""
     if model_dir.name == FINAL_DIR:
-        candidates.append(model_dir.parent)
+        return model_dir.parent
     if model_dir.parent.name == CHECKPOINTS_DIR:
-        candidates.append(model_dir.parent.parent)
-    for folder in candidates:
+        return model_dir.parent.parent
+    return None
+
+
+def _find_split(model_dir: Path) -> Path | None:
+    """``split.json`` beside the model, or in its run directory."""
+    run = run_directory(model_dir)
+    for folder in [model_dir] + ([run] if run is not None else []):
         if (folder / SPLIT_NAME).is_file():
             return folder / SPLIT_NAME
     return None

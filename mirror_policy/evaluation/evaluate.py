@@ -30,6 +30,7 @@ from mirror_perception.errors import CheckpointError
 from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.evaluation.rollout import MAX_KEYFRAMES
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
+from mirror_policy.training.checkpointing import FINAL_DIR
 from sim_bridge.errors import DatasetError, SimError
 
 log = logging.getLogger("evaluate")
@@ -83,7 +84,7 @@ def default_names(checkpoints: list[Path]) -> list[str]:
     names = []
     for path in checkpoints:
         resolved = path.resolve()
-        names.append(resolved.parent.name if resolved.name == "final" else resolved.name)
+        names.append(resolved.parent.name if resolved.name == FINAL_DIR else resolved.name)
     if len(set(names)) != len(names):  # e.g. two runs' step_00001000: fall back to unique positions
         names = [f"{n}_{i}" for i, n in enumerate(names)]
     return names

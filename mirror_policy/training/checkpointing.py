@@ -37,6 +37,7 @@ TRAINER_STATE_NAME = "trainer_state.pt"
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_NAME = "latest"
 FINAL_DIR = "final"
+SPLIT_NAME = "split.json"  # <run>/split.json: the train / held-out episodes
 STATE_VERSION = 1
 # Settings that may differ when resuming: where and how often things are written, how data is loaded.
 RESUME_FREE_KEYS = frozenset(

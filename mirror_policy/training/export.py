@@ -18,25 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from mirror_perception.errors import CheckpointError
-from mirror_policy.joint_model import CONFIG_NAME, JointModel
-from mirror_policy.training import checkpointing as ckpt
+from mirror_policy.evaluation.checkpoints import resolve_checkpoint, run_directory
+from mirror_policy.evaluation.errors import CheckpointNotFoundError
+from mirror_policy.joint_model import JointModel
 
 log = logging.getLogger("export_checkpoint")
 
 HELD_OUT_PREFIX = "held_out/"
-
-
-def model_directory(source: Path) -> Path:
-    """A run directory's final model, or ``source`` itself when it already is a model directory."""
-    if (source / CONFIG_NAME).is_file():
-        return source
-    final = source / ckpt.FINAL_DIR
-    if (final / CONFIG_NAME).is_file():
-        return final
-    raise FileNotFoundError(
-        f"{source} is neither a model directory (no {CONFIG_NAME}) nor a finished train_joint run "
-        f"(no {ckpt.FINAL_DIR}/{CONFIG_NAME}); finish or --resume the run first"
-    )
 
 
 def last_held_out_metrics(run: Path) -> dict[str, Any]:
@@ -56,21 +44,28 @@ def last_held_out_metrics(run: Path) -> dict[str, Any]:
 
 
 def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str | None = None) -> Path:
-    """Load ``source`` strictly and save it into ``out`` with its provenance; returns ``out``.
+    """Load ``source`` (a run directory's final or newest model, or a model directory; see
+    :func:`resolve_checkpoint`) strictly and save it into ``out`` with its provenance; returns ``out``.
 
     Refuses to write into ``source`` itself (an export must never replace the model it reads)."""
-    model_dir = model_directory(source)
+    try:
+        resolved = resolve_checkpoint(source)
+    except CheckpointNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{source} is not a model directory, a finished train_joint run or a run with checkpoints: {exc}"
+        ) from exc
+    model_dir = resolved.model_dir
     if out.resolve() == model_dir.resolve():
         raise ValueError(f"--out {out} is the source model directory; choose another directory")
     model = JointModel.from_pretrained(model_dir)
     stored = JointModel.read_extra(model_dir) or {}
-    run = model_dir.parent if model_dir != source else source
+    run = run_directory(model_dir)
     extra: dict[str, Any] = {
         "source": str(model_dir),
         "step": stored.get("step"),
         "train_config": stored.get("train_config"),
         "train_command": command,
-        "held_out_metrics": last_held_out_metrics(run),
+        "held_out_metrics": last_held_out_metrics(run) if run is not None else {},
         "dtype": "float16" if fp16 else "float32",
     }
     model.save_pretrained(out, extra=extra, fp16=fp16)

@@ -162,7 +162,7 @@ class JointTrainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "train_config.json", config.to_dict())
-            write_json(self.run_dir / "split.json", split_summary(self.train_entries, self.held_out))
+            write_json(self.run_dir / ckpt.SPLIT_NAME, split_summary(self.train_entries, self.held_out))
             if resume_checkpoint is not None:
                 self._truncate_metrics(self.start_step)
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: pulls in tensorboard
