@@ -52,6 +52,7 @@ setup(
         "console_scripts": [
             "generate_demos = sim_bridge.scripts.generate_demos:main",
             "replay_demos = sim_bridge.scripts.replay_demos:main",
+            "keyframe_noise = sim_bridge.scripts.keyframe_noise:main",
             "inspect_dataset = sim_bridge.scripts.inspect_dataset:main",
             "train_joint = mirror_policy.training.train_joint:main",
             "export_checkpoint = mirror_policy.training.export:main",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pybullet as p
 import pytest
+from scipy.spatial.transform import Rotation
 
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.bullet import shapes
 from sim_bridge.bullet.camera_rig import handle_of
+from sim_bridge.bullet.robot import HOME
 from sim_bridge.cameras import CAMERA_NAMES, project_world_points
 from sim_bridge.errors import (
     InvalidActionError,
@@ -17,7 +19,7 @@ from sim_bridge.errors import (
     UnknownTaskError,
     UnknownVariationError,
 )
-from sim_bridge.tasks.base import top_down_quaternion
+from sim_bridge.tasks.base import TABLE_HEIGHT, top_down_quaternion
 
 
 def _ray_cast(env, frame, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,8 +101,41 @@ def test_keyframe_step_reaches_target_and_stays_usable(bullet_env):
 def test_colliding_target_is_refused(bullet_env):
     bullet_env.reset("push_buttons", 0, seed=7)
     button_top = bullet_env.task.top_of(0)
+    # The tool centre at the table's surface puts the fingertips into the table around the button.
+    target = np.array([button_top[0], button_top[1], TABLE_HEIGHT])
     with pytest.raises(PlanningError, match="collid|path"):
-        bullet_env.step(KeyframeAction(button_top - [0, 0, 0.02], top_down_quaternion(), True))
+        bullet_env.step(KeyframeAction(target, top_down_quaternion(), True))
+
+
+def test_target_touching_what_the_gripper_is_meant_to_touch_is_reached(bullet_env):
+    """2 cm below the button's top the open fingers straddle it, touching its base: within the planner's
+    1 cm clearance margin, but what pressing a button looks like, so the target must not be refused."""
+    bullet_env.reset("push_buttons", 0, seed=7)
+    target = bullet_env.task.top_of(0) - [0, 0, 0.02]
+    bullet_env.step(KeyframeAction(target + [0, 0, 0.1], top_down_quaternion(), True))
+    result = bullet_env.step(KeyframeAction(target, top_down_quaternion(), True))
+    assert np.linalg.norm(result.observation.gripper_pose[:3] - target) < 1e-2
+
+
+def test_ik_respects_joint_limits_with_restarts(bullet_env):
+    """Poses of random in-limit configurations: pybullet's unconstrained IK from HOME often leaves the limits
+    (a third of these poses before the limit-clamped solve existed); every answer must be within the limits
+    and on target, and nearly every reachable pose must be found."""
+    robot = bullet_env.robot
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(30):
+        pose = robot.forward_kinematics(rng.uniform(robot.lower, robot.upper))
+        quaternion = Rotation.from_matrix(pose[:3, :3]).as_quat()
+        try:
+            q = robot.inverse_kinematics(pose[:3, 3], quaternion, seeds=[HOME], rng=rng)
+        except PlanningError:
+            continue
+        found += 1
+        assert robot.within_limits(q)
+        reached = robot.forward_kinematics(q)
+        assert np.linalg.norm(reached[:3, 3] - pose[:3, 3]) < 1e-3
+    assert found >= 27
 
 
 @pytest.mark.parametrize(

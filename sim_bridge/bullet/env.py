@@ -31,6 +31,11 @@ from sim_bridge.tasks.base import TABLE_HEIGHT, TASKS, Task, TaskScene, Waypoint
 log = logging.getLogger(__name__)
 
 WORKSPACE_TOLERANCE = 1e-5  # m
+# How much deeper than at the goal the gripper may press into what it is meant to touch on its way there.
+INTENDED_CONTACT_SLACK = 0.005  # m
+# The deepest a target may put the gripper side into what it is meant to touch (a 5-degree orientation error
+# of a drawer grasp puts the wrist ~5 mm into the drawer front).
+MAX_INTENDED_PENETRATION = 0.01  # m
 
 
 @dataclass
@@ -215,9 +220,11 @@ class BulletBackend:
             goal = self.robot.inverse_kinematics(
                 action.position, action.quaternion, seeds=[start, HOME], rng=self._rng
             )
-            checker = self._validity(action.ignore_collisions, self.config.collision_margin)
+            margin = self.config.collision_margin
+            may_touch = self._intended_contacts(goal, action.ignore_collisions)
+            checker = self._validity(action.ignore_collisions, margin, may_touch)
             if not checker(goal):
-                hits = self._collision_names(goal, self.config.collision_margin)
+                hits = self._collision_names(goal, margin, may_touch)
                 raise PlanningError(f"target configuration collides with {hits}")
             return plan_joint_path(
                 start, goal, checker, self.robot.lower, self.robot.upper,
@@ -262,17 +269,38 @@ class BulletBackend:
             return []
         return [b for b in [self.table, *self._require_scene().bodies] if b not in self._excluded]
 
-    def _validity(self, ignore_collisions: bool, margin: float):
+    def _intended_contacts(self, goal: np.ndarray, ignore_collisions: bool) -> dict[tuple[int, int], float]:
+        """What the gripper side is meant to touch at ``goal``: every (body, link) it comes within the
+        collision margin of there, with the smallest distance tolerated on the way (as close as at the goal,
+        less ``INTENDED_CONTACT_SLACK``). The expert grasps handles and presses buttons this way, so the
+        margin that keeps planned motions clear of obstacles must not refuse the grasp itself. A target more
+        than ``MAX_INTENDED_PENETRATION`` inside an object stays a collision, and the gripper may come close
+        to the table but never into it."""
+        proximity = self.robot.gripper_proximity(
+            goal, self._obstacles(ignore_collisions), self.config.collision_margin
+        )
+        deepest = {self.table: 0.0}
+        return {
+            (body, link): min(0.0, distance) - INTENDED_CONTACT_SLACK
+            for (body, link), distance in proximity.items()
+            if distance >= -deepest.get(body, MAX_INTENDED_PENETRATION)
+        }
+
+    def _validity(
+        self, ignore_collisions: bool, margin: float, may_touch: dict[tuple[int, int], float] | None = None
+    ):
         """State-validity function for the planner; teleports the arm, so call inside a saved state."""
         obstacles = self._obstacles(ignore_collisions)
 
         def valid(q: np.ndarray) -> bool:
-            return self.robot.within_limits(q) and not self.robot.collisions(q, obstacles, margin)
+            return self.robot.within_limits(q) and not self.robot.collisions(q, obstacles, margin, may_touch)
 
         return valid
 
-    def _collision_names(self, q: np.ndarray, margin: float) -> list[str]:
-        hits = self.robot.collisions(q, self._obstacles(False), margin)
+    def _collision_names(
+        self, q: np.ndarray, margin: float, may_touch: dict[tuple[int, int], float] | None = None
+    ) -> list[str]:
+        hits = self.robot.collisions(q, self._obstacles(False), margin, may_touch)
         names = {self.table: "table", self.robot.body: "robot (self-collision)"}
         return sorted({names.get(b, f"object {b}") for b, _ in hits})
 

@@ -3,7 +3,7 @@ and the gripper with RLBench-style "magic grasp" (the grasped object is attached
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,6 +18,11 @@ ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)
 FINGER_JOINTS = (9, 10)
 HAND_LINK = 8
 TIP_LINK = 11  # panda_grasptarget: the tool centre point, 10.5 cm in front of the hand
+WRIST_LINKS = (6, 7)  # panda_link7 and the flange, the hand's mount
+# The links that may touch what the gripper is meant to touch (see PandaArm.collisions): the hand and the
+# fingers, and the wrist right behind them, which a grasp pitched towards a drawer front brings within
+# millimetres of it (a 5-degree error in the grasp's orientation moves the wrist ~1.3 cm).
+GRIPPER_LINKS = frozenset({*WRIST_LINKS, HAND_LINK, *FINGER_JOINTS, TIP_LINK})
 FINGER_OPEN = 0.04
 # RLBench's Panda start configuration: tip ~0.3 m above the table, pointing down.
 HOME = np.array([0.0, 0.175, 0.0, -0.873, 0.0, 1.222, 0.785])
@@ -166,28 +171,35 @@ class PandaArm:
         self, position: np.ndarray, quaternion: np.ndarray, seeds: Iterable[np.ndarray],
         rng: np.random.Generator, restarts: int = 4, pos_tol: float = 1e-3, rot_tol: float = 1e-2,
     ) -> np.ndarray:  # fmt: skip
-        """Joint configuration that puts the tip at the pose, or IKError.
+        """Joint configuration within the joint limits that puts the tip at the pose, or IKError.
 
-        Uses pybullet's damped-least-squares IK without null-space terms (those bias the solution by ~1 mm),
-        iterated from each seed, then from random configurations; the caller's state is restored.
+        From each seed, then from random configurations (RLBench's planner also samples several IK
+        solutions): pybullet's damped-least-squares IK without null-space terms (those bias the solution by
+        ~1 mm); when its solution leaves the joint limits, a damped-least-squares solve that clamps every
+        iterate to the limits takes over from the same seed. The caller's arm state is restored.
         """
         target = pose_matrix(position, quaternion)
         with self.preserved_arm():
             candidates = [np.asarray(s, dtype=float) for s in seeds]
             candidates += [rng.uniform(self.lower, self.upper) for _ in range(restarts)]
             best_err = np.inf
+            outside_limits = 0
             for seed in candidates:
                 q = self._solve_from(seed, position, quaternion)
+                if q is not None and not self.within_limits(q):
+                    outside_limits += 1
+                    q = self._solve_within_limits(seed, target)
                 if q is None:
                     continue
                 err_p, err_r = self._pose_error(target)
                 if err_p < pos_tol and err_r < rot_tol and self.within_limits(q):
                     return q
                 best_err = min(best_err, err_p)
+            limits = f"; {outside_limits} of {len(candidates)} unconstrained solutions broke the joint limits"
             raise IKError(
                 f"no IK solution for position {np.round(position, 3).tolist()} "
                 f"quaternion {np.round(quaternion, 3).tolist()} "
-                f"(best position error {best_err * 1000:.1f} mm)"
+                f"(best position error {best_err * 1000:.1f} mm{limits if outside_limits else ''})"
             )
 
     def _solve_from(self, seed: np.ndarray, position, quaternion, iterations: int = 8) -> np.ndarray | None:
@@ -202,6 +214,36 @@ class PandaArm:
             if not np.all(np.isfinite(q)):
                 return None
             self._set_arm(q)
+        return q
+
+    def _solve_within_limits(
+        self, seed: np.ndarray, target: np.ndarray, iterations: int = 150, damping: float = 0.05
+    ) -> np.ndarray:
+        """Damped least squares on the tip's 6-D pose error, each step clamped to the joint limits.
+
+        Slower than pybullet's solver (a Jacobian per iteration in Python), so it only runs where that one
+        left the limits. Ends at the limit-respecting configuration closest to the target it reached.
+        """
+        q = np.clip(np.asarray(seed, dtype=float), self.lower, self.upper)
+        fingers = list(self.finger_positions())
+        zeros = [0.0] * (len(ARM_JOINTS) + len(FINGER_JOINTS))
+        for _ in range(iterations):
+            self._set_arm(q)
+            tip = self.tip_pose()
+            error = np.concatenate([
+                target[:3, 3] - tip[:3, 3],
+                Rotation.from_matrix(target[:3, :3] @ tip[:3, :3].T).as_rotvec(),
+            ])  # fmt: skip
+            if np.linalg.norm(error[:3]) < 1e-4 and np.linalg.norm(error[3:]) < 1e-3:
+                break
+            linear, angular = p.calculateJacobian(
+                self.body, TIP_LINK, [0.0, 0.0, 0.0], list(q) + fingers, zeros, zeros,
+                physicsClientId=self.client,
+            )  # fmt: skip
+            jacobian = np.vstack([np.asarray(linear)[:, :7], np.asarray(angular)[:, :7]])
+            step = jacobian.T @ np.linalg.solve(jacobian @ jacobian.T + damping**2 * np.eye(6), error)
+            q = np.clip(q + np.clip(step, -0.2, 0.2), self.lower, self.upper)
+        self._set_arm(q)
         return q
 
     def _pose_error(self, target: np.ndarray) -> tuple[float, float]:
@@ -231,15 +273,46 @@ class PandaArm:
 
     # -- collision checking --------------------------------------------------------------------------------
     def collisions(
-        self, q: np.ndarray, obstacles: Iterable[int], margin: float = 0.0
-    ) -> list[tuple[int, int]]:
+        self, q: np.ndarray, obstacles: Iterable[int], margin: float = 0.0,
+        gripper_may_touch: Mapping[tuple[int, int], float] | None = None,
+    ) -> list[tuple[int, int]]:  # fmt: skip
         """(body, link) pairs the arm (or the held object) touches at q, closer than ``margin``.
 
-        Teleports the arm: call inside a saved state (see :class:`CollisionChecker`).
+        ``gripper_may_touch`` maps (body, link) pairs that the gripper side (hand, fingers, held object) is
+        meant to touch at the end of this motion (a handle to grasp, a button to press, the surface to put
+        the held object on) to the smallest distance tolerated there (negative: penetration depth); closer
+        contacts with those pairs still count. Teleports the arm: call inside a saved state.
         """
+        may_touch = gripper_may_touch or {}
+        hits: list[tuple[int, int]] = []
+        for body, link, by_gripper, distance in self._proximity(q, obstacles, margin):
+            if by_gripper and distance >= may_touch.get((body, link), np.inf):
+                continue
+            if not hits or hits[-1] != (body, link):
+                hits.append((body, link))
+        for a, b in _SELF_PAIRS:
+            if p.getClosestPoints(self.body, self.body, 0.0, a, b, physicsClientId=self.client):
+                hits.append((self.body, b))
+        return hits
+
+    def gripper_proximity(
+        self, q: np.ndarray, obstacles: Iterable[int], margin: float
+    ) -> dict[tuple[int, int], float]:
+        """Smallest distance from the gripper side (hand, fingers, held object) to each (body, link) it comes
+        within ``margin`` of at q (negative: penetration). Teleports the arm, like :meth:`collisions`."""
+        closest: dict[tuple[int, int], float] = {}
+        for body, link, by_gripper, distance in self._proximity(q, obstacles, margin):
+            if by_gripper:
+                closest[(body, link)] = min(distance, closest.get((body, link), np.inf))
+        return closest
+
+    def _proximity(
+        self, q: np.ndarray, obstacles: Iterable[int], margin: float
+    ) -> Iterator[tuple[int, int, bool, float]]:
+        """(obstacle body, obstacle link, made by the gripper side, distance) of every point pair closer than
+        ``margin`` between the arm or its held object at q and the obstacles."""
         self._set_arm(q)
         p.performCollisionDetection(physicsClientId=self.client)
-        hits: list[tuple[int, int]] = []
         held = self.grasp.body if self.grasp is not None else None
         movers = [self.body] + ([held] if held is not None else [])
         for body in obstacles:
@@ -249,9 +322,4 @@ class PandaArm:
                 for c in p.getClosestPoints(mover, body, margin, physicsClientId=self.client):
                     if mover == self.body and c[3] <= 0:  # robot base resting on the table
                         continue
-                    hits.append((body, c[4]))
-                    break
-        for a, b in _SELF_PAIRS:
-            if p.getClosestPoints(self.body, self.body, 0.0, a, b, physicsClientId=self.client):
-                hits.append((self.body, b))
-        return hits
+                    yield body, c[4], mover == held or c[3] in GRIPPER_LINKS, c[8]
