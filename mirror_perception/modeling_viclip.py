@@ -257,20 +257,32 @@ class ViCLIP(nn.Module):
         frames: torch.Tensor | np.ndarray,
         token_ids: torch.Tensor,
         match_ids: torch.Tensor | None = None,
+        text_targets: torch.Tensor | None = None,
     ) -> ViCLIPOutput:
         """Video-text InfoNCE on a batch of paired clips and instructions (the paper's AU loss).
 
         `match_ids` (optional, `(B,)`) marks pairs sharing an instruction so they are not counted as
         negatives of each other; without it pair i is the only positive of clip i.
+
+        With `text_targets` (`(B,)` indices into `token_ids`), `token_ids` is instead a set of candidate texts
+        (e.g. the whole instruction vocabulary) and the loss is each clip's cross-entropy over all of them:
+        every other instruction is a negative, even when the batch is too small to hold it.
         """
         token_ids = self.check_token_ids(token_ids)
         video_features = self.video_features(frames)
-        if token_ids.shape[0] != video_features.shape[0]:
+        if text_targets is None and token_ids.shape[0] != video_features.shape[0]:
             raise InvalidTokensError(
                 f"need one text per clip: {video_features.shape[0]} clips, {token_ids.shape[0]} texts"
             )
         video_embeds = F.normalize(video_features, dim=-1)
         text_embeds = self.encode_text(token_ids)
         logits = self.similarity_logits(video_embeds, text_embeds)
-        loss = video_text_contrastive_loss(logits, match_ids)
+        if text_targets is None:
+            loss = video_text_contrastive_loss(logits, match_ids)
+        else:
+            if text_targets.shape != (video_features.shape[0],):
+                raise InvalidTokensError(
+                    f"text_targets must hold one index per clip, got shape {tuple(text_targets.shape)}"
+                )
+            loss = F.cross_entropy(logits.float(), text_targets.to(logits.device))
         return ViCLIPOutput(loss, logits, logits.t(), video_features, video_embeds, text_embeds)

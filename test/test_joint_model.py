@@ -252,8 +252,10 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
     run.mkdir()
     _copy(saved, run / "final")
     (run / "metrics.jsonl").write_text(
+        '{"step": 2, "held_out/recognition_top1": 0.0, "held_out/position_error_m": 0.2}\n'
         '{"step": 5, "held_out/recognition_top1": 0.25}\n{"step": 6, "loss/total": 1.0}\n{"step": 7, "held_'
     )
+    (run / "split.json").write_text('{"held_out": []}')
     before = _snapshot(run / "final")
     out = export_checkpoint(run, tmp_path / "shipped", command="train_joint --steps 7")
     assert _snapshot(run / "final") == before
@@ -261,6 +263,10 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
     assert extra["train_command"] == "train_joint --steps 7"
     assert extra["step"] == 7 and extra["dtype"] == "float16"
     assert extra["held_out_metrics"] == {"step": 5, "held_out/recognition_top1": 0.25}
+    assert (out / "split.json").read_text() == '{"held_out": []}'
+    assert (out / "training_curve.csv").read_text().splitlines() == [
+        "step,position_error_m,recognition_top1", "2,0.2,0.0", "5,,0.25"
+    ]
     with safe_open(str(out / WEIGHTS_NAME), "pt") as weights:
         dtypes = {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (safe_open API)
     assert torch.float16 in dtypes and torch.float32 not in dtypes

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from joint_test_data import build_tiny_dataset
 
 from mirror_perception.errors import CheckpointError
@@ -208,6 +209,33 @@ def test_viclip_learns_on_au_steps_only_and_arp_on_every_step(data_root: Path, t
         assert all(math.isfinite(v) for v in metrics.values())
         assert changed(viclip, trainer.model.viclip) == au
         assert changed(arp, trainer.model.arp) and changed(heads, trainer.model.alignment)
+
+
+def test_vocabulary_negatives_score_each_clip_against_every_instruction(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """au_negatives=vocabulary: L_AU is each clip's cross-entropy over the whole instruction vocabulary."""
+    config = small_config(data_root, tmp_path / "run", "au_update_prob=1.0", "au_negatives=vocabulary")
+    trainer = JointTrainer(config, CPU)
+    batch = trainer.builder.build(0)
+    model = trainer.model
+    vocabulary = list(model.config.instructions)
+    assert len(vocabulary) == 2  # the tiny dataset's two push_buttons instructions
+    torch.manual_seed(0)
+    model.train()
+    ids, match_ids, targets = trainer._au_texts(batch.au_instructions)
+    assert match_ids is None and ids.shape[0] == len(vocabulary)
+    assert targets.tolist() == [vocabulary.index(s) for s in batch.au_instructions]
+    model.eval()  # no masking: the hand computation below sees the same video features
+    out = model.viclip(batch.clips, ids, text_targets=targets)
+    video = model.viclip.encode_video(batch.clips)
+    text = model.viclip.encode_text(ids)
+    expected = F.cross_entropy(model.viclip.logit_scale * video @ text.t(), targets)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    metrics = trainer.train_step(0, batch)
+    assert math.isfinite(metrics["loss/au"])
+    with pytest.raises(TrainConfigError, match="au_negatives"):
+        small_config(data_root, tmp_path / "bad", "au_negatives=memory_bank").validate()
 
 
 def test_align_weight_zero_is_the_same_run_without_alignment_gradients(

@@ -31,6 +31,7 @@ class TrainConfigError(ValueError):
 
 
 SAMPLING_MODES = ("peract", "keyframes")
+AU_NEGATIVES = ("batch", "vocabulary")
 # tf32: float32 weights and activations with TensorFloat-32 matmuls/convolutions on CUDA (same as fp32 on
 # CPU). Mixed precision (autocast) is not offered: ARP's point renderer fails under autocast.
 PRECISIONS = ("fp32", "tf32")
@@ -99,6 +100,10 @@ class TrainConfig(JsonConfig):
         step: L_AU is added and ViCLIP's optimizer steps (supplement C.3: "learning frequency of action
         recognition 20%"). On other steps u is computed without gradient, so the alignment trains T_u, T_e
         and ARP only.
+    au_negatives: ``batch`` = the paper's in-batch video-text InfoNCE; ``vocabulary`` = each clip's
+        cross-entropy over the run's whole instruction vocabulary. With a CPU batch of 6 clips most
+        instructions are absent from a batch, so in-batch negatives rarely contrast two variations of one task
+        and their clips collapse together; the vocabulary makes every variation a negative at every AU step.
     align_weight: 0 gives the no-mirror baseline with identical data, seeds and forward passes.
     probe: alignment probing (paper Sec. 2): ViCLIP and ARP frozen in eval mode, only T_u / T_e train.
     init: a JointModel checkpoint whose weights start the run (required for meaningful probing).
@@ -126,6 +131,7 @@ class TrainConfig(JsonConfig):
     ee_weight: float = 1.0
     align_weight: float = 0.5
     au_update_prob: float = 0.2
+    au_negatives: str = "batch"
     probe: bool = False
     init: str = ""
     viclip_weights: str = ""
@@ -168,6 +174,10 @@ class TrainConfig(JsonConfig):
         need(self.ee_weight >= 0 and self.align_weight >= 0, "loss weights must be >= 0")
         need(
             0.0 <= self.au_update_prob <= 1.0, f"au_update_prob must be in [0, 1], got {self.au_update_prob}"
+        )
+        need(
+            self.au_negatives in AU_NEGATIVES,
+            f"au_negatives must be one of {AU_NEGATIVES}, got {self.au_negatives!r}",
         )
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.threads >= 0, "threads must be >= 0")

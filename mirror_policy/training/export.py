@@ -3,7 +3,9 @@
 The shipped checkpoints (checkpoints/) are made this way: the run's final model is re-saved (fp16 by default,
 half the size; loading casts back to float32) with an ``extra.json`` recording where it came from, the exact
 training config, the command that reproduces it and the run's last held-out metrics, so a reader of the
-checkpoint never has to guess how it was trained.
+checkpoint never has to guess how it was trained. Beside it go the run's ``split.json`` (which episodes were
+held out) and ``training_curve.csv`` (every held-out evaluation the run logged), so that every figure quoted
+about the model can be traced to a file.
 
     export_checkpoint runs/mirror --out checkpoints/mirror_cpu_small \
         --command "train_joint --config config/train_cpu_small.yaml --data data/train_small --out runs/mirror"
@@ -12,8 +14,10 @@ checkpoint never has to guess how it was trained.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +25,44 @@ from mirror_perception.errors import CheckpointError
 from mirror_policy.evaluation.checkpoints import resolve_checkpoint, run_directory
 from mirror_policy.evaluation.errors import CheckpointNotFoundError
 from mirror_policy.joint_model import JointModel
+from mirror_policy.training.checkpointing import SPLIT_NAME
 
 log = logging.getLogger("export_checkpoint")
 
 HELD_OUT_PREFIX = "held_out/"
+TRAINING_CURVE_NAME = "training_curve.csv"
 
 
-def last_held_out_metrics(run: Path) -> dict[str, Any]:
-    """The last logged record of held-out metrics in ``run/metrics.jsonl`` (empty when there is none)."""
+def held_out_records(run: Path) -> list[dict[str, Any]]:
+    """Every logged record of held-out metrics in ``run/metrics.jsonl``, in order (empty when none)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
-        return {}
-    latest: dict[str, Any] = {}
+        return []
+    records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by an interrupted write
         if isinstance(record, dict) and any(key.startswith(HELD_OUT_PREFIX) for key in record):
-            latest = record
-    return latest
+            records.append(record)
+    return records
+
+
+def last_held_out_metrics(run: Path) -> dict[str, Any]:
+    """The last logged record of held-out metrics in ``run/metrics.jsonl`` (empty when there is none)."""
+    records = held_out_records(run)
+    return records[-1] if records else {}
+
+
+def write_training_curve(records: list[dict[str, Any]], path: Path) -> None:
+    """Held-out records as a CSV: ``step`` then each metric without its ``held_out/`` prefix."""
+    names = sorted({k for r in records for k in r if k.startswith(HELD_OUT_PREFIX)})
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", *(n.removeprefix(HELD_OUT_PREFIX) for n in names)])
+        for r in records:
+            writer.writerow([r.get("step", ""), *(r.get(n, "") for n in names)])
 
 
 def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str | None = None) -> Path:
@@ -69,6 +91,12 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str |
         "dtype": "float16" if fp16 else "float32",
     }
     model.save_pretrained(out, extra=extra, fp16=fp16)
+    if run is not None:
+        if (run / SPLIT_NAME).is_file():
+            shutil.copyfile(run / SPLIT_NAME, out / SPLIT_NAME)
+        records = held_out_records(run)
+        if records:
+            write_training_curve(records, out / TRAINING_CURVE_NAME)
     return out
 
 

@@ -277,6 +277,17 @@ class JointTrainer:
         ee["lang"], ee["lang_mask"] = self.model.language_features(batch.ee_instructions)
         return ee
 
+    def _au_texts(self, instructions: list[str]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """ViCLIP's text arguments for an AU step: (token ids, match ids, text targets); see au_negatives."""
+        context = self.model.config.viclip.context_length
+        if self.config.au_negatives == "vocabulary":
+            vocabulary = list(self.model.config.instructions)
+            ids = self.model.tokenizer(vocabulary, context_length=context)
+            targets = torch.tensor([vocabulary.index(s) for s in instructions], device=self.device)
+            return ids.to(self.device), None, targets
+        ids = self.model.tokenizer(instructions, context_length=context)
+        return ids.to(self.device), self._instruction_ids(instructions), None
+
     def _instruction_ids(self, instructions: list[str]) -> Tensor:
         index: dict[str, int] = {}
         return torch.tensor([index.setdefault(s, len(index)) for s in instructions], device=self.device)
@@ -302,10 +313,7 @@ class JointTrainer:
             total = total + c.ee_weight * loss_ee
         e = info["e"].float()
         if au_step:
-            ids = self.model.tokenizer(
-                batch.au_instructions, context_length=self.model.config.viclip.context_length
-            )
-            out = self.viclip_module(clips, ids.to(self.device), self._instruction_ids(batch.au_instructions))
+            out = self.viclip_module(clips, *self._au_texts(batch.au_instructions))
             u = out.video_features.float()
             total = total + out.loss
             metrics["loss/au"] = float(out.loss.detach())
