@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "mirror_policy"
+RECORD = ["mcap>=1.1", "mcap-ros2-support>=0.5"]  # mirror_bringup --record: MCAP files of ROS 2 messages
 
 setup(
     name=PACKAGE,
@@ -43,7 +44,11 @@ setup(
             "ros-geometry-msgs",
             "ros-std-msgs",
             "ros-std-srvs",
+            *RECORD,  # here too, so that scripts/setup_env.sh (which installs .[ros,test]) brings them
         ],
+        "record": RECORD,
+        # evaluate --point-clouds writes PLY files with open3d (a ~400 MB wheel, so not installed by default).
+        "pointcloud": ["open3d"],
         "test": ["pytest>=7", "ruff>=0.6"],
         # RLBench backend: needs CoppeliaSim 4.1 installed by hand (see README).
         "rlbench": ["rlbench", "pyrep"],
@@ -57,6 +62,7 @@ setup(
             "train_joint = mirror_policy.training.train_joint:main",
             "export_checkpoint = mirror_policy.training.export:main",
             "evaluate = mirror_policy.evaluation.evaluate:main",
+            "learning_curve = mirror_policy.evaluation.learning_curve:main",
             "sim_bridge_node = sim_bridge.ros.bridge_node:main",
             "policy_node = mirror_policy.ros.policy_node:main",
             "perception_node = mirror_perception.ros.perception_node:main",

@@ -2,6 +2,7 @@
 
     ros2 launch mirror_policy sim.launch.py
     ros2 launch mirror_policy sim.launch.py task:=push_buttons episodes:=10 checkpoint:=/abs/ckpt
+    ros2 launch mirror_policy sim.launch.py videos:=/abs/videos record:=/abs/recordings
 
 Every node reads config/sim.yaml (installed under share/mirror_policy/config); the launch arguments override
 single parameters and default to the file's values. Relative checkpoint paths resolve against the share
@@ -60,6 +61,16 @@ def generate_launch_description():
                 description="mirror-loop episodes; 0 keeps the stack up until Ctrl-C",
             ),
             DeclareLaunchArgument(
+                "videos",
+                default_value="",
+                description="directory for one annotated GIF per mirror-loop episode; empty: none",
+            ),
+            DeclareLaunchArgument(
+                "record",
+                default_value="",
+                description="directory for one MCAP recording per mirror-loop episode; empty: none",
+            ),
+            DeclareLaunchArgument(
                 "params_file",
                 default_value=os.path.join(get_package_share_directory(PACKAGE), "config", "sim.yaml"),
                 description="ROS 2 parameter file of all nodes",
@@ -105,6 +116,8 @@ def generate_launch_description():
                     {
                         "tasks": ParameterValue(LaunchConfiguration("task"), value_type=str),
                         "episodes": ParameterValue(LaunchConfiguration("episodes"), value_type=int),
+                        "videos": ParameterValue(LaunchConfiguration("videos"), value_type=str),
+                        "record": ParameterValue(LaunchConfiguration("record"), value_type=str),
                     },
                 ],
                 on_exit=Shutdown(reason="mirror_loop finished"),

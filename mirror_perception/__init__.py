@@ -14,6 +14,7 @@ from .checkpoint import (
 )
 from .clip_sampling import sample_clip_indices
 from .configuration_viclip import CONFIG_NAMES, IMAGENET_MEAN, IMAGENET_STD, ViCLIPConfig, get_config
+from .demonstration import FrameSource, demonstration_clip, recognize_demonstration
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -41,6 +42,7 @@ __all__ = [
     "CheckpointError",
     "ClipTokenizer",
     "ConfigError",
+    "FrameSource",
     "InstructionRecognizer",
     "InvalidTokensError",
     "InvalidVideoError",
@@ -53,6 +55,7 @@ __all__ = [
     "ViCLIPOutput",
     "VisionTransformer",
     "check_state_dict",
+    "demonstration_clip",
     "get_config",
     "infer_official_config",
     "load_official_checkpoint",
@@ -60,6 +63,7 @@ __all__ = [
     "model_from_official_state_dict",
     "prepare_video",
     "read_checkpoint_file",
+    "recognize_demonstration",
     "resize_position_tables",
     "sample_clip_indices",
     "save_pretrained",

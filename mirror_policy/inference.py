@@ -16,29 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mirror_perception.clip_sampling import sample_clip_indices
-from mirror_perception.errors import InvalidVideoError
+from mirror_perception.demonstration import Frames, demonstration_clip, recognize_demonstration
 from mirror_perception.recognition import InstructionRecognizer
 from mirror_policy.joint_model import JointModel
 from mirror_policy.preprocessing import EPISODE_LENGTH, make_batch
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.observation import Observation
 
-__all__ = ["MirrorAgent", "sample_video_clip"]
-
-
-def sample_video_clip(frames: np.ndarray, clip_frames: int) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 video -> ``(clip_frames, H, W, 3)``: the middle frame of each of
-    ``clip_frames`` equal segments (ViCLIP's test-time sampling; short videos repeat their last frame)."""
-    if not isinstance(frames, np.ndarray):
-        raise InvalidVideoError(f"frames must be a numpy array, got {type(frames).__name__}")
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise InvalidVideoError(f"frames must be a (T>0, H, W, 3) video, got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise InvalidVideoError(f"frames must be uint8 RGB, got {frames.dtype}")
-    if min(frames.shape[1:3]) == 0:
-        raise InvalidVideoError(f"frames have zero size: {frames.shape}")
-    return frames[sample_clip_indices(int(frames.shape[0]), clip_frames, mode="uniform")]
+__all__ = ["MirrorAgent"]
 
 
 class MirrorAgent:
@@ -98,23 +83,24 @@ class MirrorAgent:
     @torch.no_grad()
     def recognize(
         self,
-        frames: np.ndarray,
+        frames: Frames,
         top_k: int = 5,
         instructions: list[str] | None = None,
         probabilities: bool = False,
     ) -> list[tuple[str, float]]:
-        """The ``top_k`` instructions a front-camera video ``(T, H, W, 3)`` uint8 most likely shows, best
+        """The ``top_k`` instructions a whole front-camera demonstration (``(T, H, W, 3)`` uint8, a list of
+        frames or a lazy :class:`~mirror_perception.demonstration.FrameSource`) most likely shows, best
         first, with cosine similarity scores (or softmax probabilities over the vocabulary at ViCLIP's
-        temperature with ``probabilities=True``). The video is sampled to ``clip_frames`` frames uniformly.
+        temperature with ``probabilities=True``): :func:`~mirror_perception.demonstration.
+        recognize_demonstration`, the path the perception node and ``evaluate`` share.
         """
-        clip = sample_video_clip(frames, self.config.clip_frames)
-        return self.recognizer(instructions).recognize(clip, top_k=top_k, probabilities=probabilities)
+        return recognize_demonstration(self.recognizer(instructions), frames, top_k, probabilities)
 
     # ------------------------------------------------------------------------------ representations
     @torch.no_grad()
-    def video_embedding(self, frames: np.ndarray) -> np.ndarray:
-        """u, ViCLIP's (unnormalised) video feature ``(viclip.embed_dim,)`` of a ``(T, H, W, 3)`` video."""
-        clip = sample_video_clip(frames, self.config.clip_frames)
+    def video_embedding(self, frames: Frames) -> np.ndarray:
+        """u, ViCLIP's (unnormalised) video feature ``(viclip.embed_dim,)`` of a whole demonstration."""
+        clip = demonstration_clip(frames, self.config.clip_frames)
         u = self.model.viclip.video_features(clip[None])
         return u[0].float().cpu().numpy()
 

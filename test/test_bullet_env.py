@@ -66,9 +66,7 @@ def test_projection_round_trip(bullet_env):
 
 def test_observation_fields(bullet_env):
     info, obs = bullet_env.reset("push_buttons", 2, seed=5)
-    assert (
-        info.instruction == "push the maroon button, then push the green button, then push the blue button"
-    )
+    assert info.instruction == "push the maroon button, then push the green button, then push the blue button"
     assert set(obs.cameras) == set(CAMERA_NAMES)
     for frame in obs.cameras.values():
         assert frame.rgb.shape == (128, 128, 3) and frame.rgb.dtype == np.uint8

@@ -97,9 +97,10 @@ def evaluated(run_dir, tmp_path_factory):
 
 def test_outputs_exist_with_structure_and_numbers_in_range(evaluated):
     out, results = evaluated
-    for name in ("results.json", "eval_results.csv", "summary.csv", "aligned_embeddings_mirror.npz"):
+    for name in ("results.json", "eval_results.csv", "summary.csv", "aligned_embeddings_mirror.npz",
+                 "confusion_mirror.csv"):  # fmt: skip
         assert (out / name).is_file(), name
-    for name in ("success.png", "recognition.png", "tsne.png"):
+    for name in ("success.png", "recognition.png", "tsne.png", "confusion_mirror.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     model = results["models"]["mirror"]
     assert model["held_out"]["episodes"] == 2 and model["held_out"]["source"].startswith("held_out of")
@@ -108,6 +109,8 @@ def test_outputs_exist_with_structure_and_numbers_in_range(evaluated):
     assert recognition["chance_top1"] == pytest.approx(1 / len(vocabulary()))
     assert set(recognition["per_task"]) == {"push_buttons", "open_drawer"}
     assert 0.0 <= recognition["overall"]["top1"] <= recognition["overall"]["top5"] <= 1.0
+    assert sum(map(sum, recognition["confusion"]["counts"])) == 2
+    assert set(recognition["per_instruction"]) == {r["instruction"] for r in recognition["records"]}
     alignment = model["alignment"]
     assert alignment["pairing"] == "instruction" and alignment["clips"] == 2
     assert alignment["projection"].startswith(("t-SNE", "PCA"))

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from mirror_perception.demonstration import demonstration_clip
 from mirror_perception.errors import CheckpointError, InvalidVideoError
 from mirror_policy.alignment import AlignmentConfig
-from mirror_policy.inference import MirrorAgent, sample_video_clip
+from mirror_policy.inference import MirrorAgent
 from mirror_policy.joint_model import CONFIG_NAME, WEIGHTS_NAME, JointConfig, JointConfigError, JointModel
 from mirror_policy.preprocessing import PolicyInputError
 from mirror_policy.training.export import export_checkpoint
@@ -220,9 +221,9 @@ def test_recognize_ranks_the_whole_vocabulary_by_cosine_similarity(
 
 def test_clip_sampling_takes_segment_middles() -> None:
     video = np.arange(16, dtype=np.uint8)[:, None, None, None] * np.ones((16, 2, 2, 3), dtype=np.uint8)
-    clip = sample_video_clip(video, 8)
+    clip = demonstration_clip(video, 8)
     assert clip[:, 0, 0, 0].tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
-    short = sample_video_clip(video[:3], 8)
+    short = demonstration_clip(video[:3], 8)
     assert short[:, 0, 0, 0].tolist() == [0, 1, 2, 2, 2, 2, 2, 2]
 
 
@@ -265,7 +266,9 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
     assert extra["held_out_metrics"] == {"step": 5, "held_out/recognition_top1": 0.25}
     assert (out / "split.json").read_text() == '{"held_out": []}'
     assert (out / "training_curve.csv").read_text().splitlines() == [
-        "step,position_error_m,recognition_top1", "2,0.2,0.0", "5,,0.25"
+        "step,position_error_m,recognition_top1",
+        "2,0.2,0.0",
+        "5,,0.25",
     ]
     with safe_open(str(out / WEIGHTS_NAME), "pt") as weights:
         dtypes = {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (safe_open API)

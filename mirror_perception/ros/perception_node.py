@@ -7,6 +7,12 @@ publishes ``recognized_action`` with ``final: false``; when the demo ends (succe
 ``final_grace`` seconds for the last frames in flight, then decides over every frame of the demonstration and
 publishes ``final: true``. Payload: :class:`~mirror_perception.ros.recognized_action.RecognizedAction`.
 
+The final decision is :func:`mirror_perception.demonstration.recognize_demonstration` over the recorded
+frames, the function ``evaluate`` runs on a stored demo: the bridge streams one frame per control tick, as
+``generate_demos`` stores them, and the clip is picked by frame index. So every frame must arrive: the camera
+subscription keeps :data:`FRAME_QUEUE_DEPTH` frames (best effort, like the stream) while the executor is busy
+with a recognition, and the model is warmed up before subscribing so the first one is not slow.
+
     perception_node --ros-args -p checkpoint:=checkpoints/mirror_cpu_small -p window:=4.0
 
 Frames of the wrong size or encoding are logged at a limited rate and dropped.
@@ -20,9 +26,11 @@ from typing import Any
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from mirror_perception.demonstration import Frames
 from mirror_perception.ros.recognized_action import RecognizedAction
 from mirror_perception.ros.topics import PERCEPTION_NODE_NAME, RECOGNIZED_ACTION_TOPIC, recognition_qos
 from mirror_perception.ros.video_window import DemoRecording, VideoWindow
@@ -34,10 +42,19 @@ from sim_bridge.ros.errors import MessageError
 from sim_bridge.ros.messages import image_to_rgb, stamp_to_ns
 from sim_bridge.ros.node_runtime import NodeStartupError, read_status, run_node
 from sim_bridge.ros.status import DEMO, EpisodeStatus
-from sim_bridge.ros.topics import EPISODE_STATUS_TOPIC, IMAGE_KIND, camera_topic, latched_qos, sensor_qos
+from sim_bridge.ros.topics import EPISODE_STATUS_TOPIC, IMAGE_KIND, camera_topic, keep_last_qos, latched_qos
 
 LOG_PERIOD = 5.0
 _NS = 1_000_000_000
+# Frames the camera subscription holds while a callback runs. ``sensor_qos``'s 5 lost frames whenever a
+# recognition (or a CPU shared with the simulator) stalled the executor for more than ~5 ticks, and a demo
+# missing frames is sampled at other phases than the stored one. 100 ticks = 5 s at 20 Hz, ~5 MB at 128x128.
+FRAME_QUEUE_DEPTH = 100
+
+
+def frame_queue_qos() -> QoSProfile:
+    """The camera subscription: best effort like the bridge's stream, keeping FRAME_QUEUE_DEPTH frames."""
+    return keep_last_qos(FRAME_QUEUE_DEPTH, reliable=False)
 
 
 def _positive(name: str, value: float) -> float:
@@ -70,6 +87,7 @@ class PerceptionNode(Node):
             self.agent, self.checkpoint = load_agent(
                 p[PARAM_CHECKPOINT], p[PARAM_DEVICE], int(p[PARAM_THREADS])
             )
+            self._warm_up()
         except NodeStartupError:
             super().destroy_node()
             raise
@@ -78,7 +96,9 @@ class PerceptionNode(Node):
         self._finalize_at: float | None = None  # monotonic deadline of the pending final decision
 
         # Publisher last: its appearance on the graph tells clients the model is loaded.
-        self.create_subscription(Image, camera_topic(self.camera, IMAGE_KIND), self._on_image, sensor_qos())
+        self.create_subscription(
+            Image, camera_topic(self.camera, IMAGE_KIND), self._on_image, frame_queue_qos()
+        )
         self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_status, latched_qos())
         self.create_timer(self.period, self._recognize_live)
         self.create_timer(0.05, self._finalize_if_due)
@@ -88,6 +108,16 @@ class PerceptionNode(Node):
             f"window {p['window']:g} s of {camera_topic(self.camera, IMAGE_KIND)}, recognising every "
             f"{self.period:g} s during demonstrations"
         )
+
+    def _warm_up(self) -> None:
+        """Embed the vocabulary and run one clip now: done lazily, the first demo's first recognition also
+        paid for both (~1.5x a later one here), holding the executor while frames arrived."""
+        size = self.agent.model.viclip.config.input_size
+        height, width = self.image_shape or (size, size)
+        try:
+            self.agent.recognize(np.zeros((1, height, width, 3), np.uint8), top_k=1)
+        except ValueError as err:  # InvalidVideoError: the model cannot take this camera's frames
+            raise NodeStartupError(f"the model cannot recognise {height}x{width} frames: {err}") from err
 
     # -- inputs --------------------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
@@ -148,8 +178,7 @@ class PerceptionNode(Node):
         demo = self.window.take_demo()
         if demo is None:
             return
-        clip = demo.clip()
-        if clip is None:
+        if not demo.frames:
             self.get_logger().error(
                 f"demonstration of episode {demo.episode} ended ({demo.outcome}) without a single "
                 f"{self.camera} frame: no decision possible"
@@ -158,9 +187,9 @@ class PerceptionNode(Node):
                 String(data=RecognizedAction("", 0.0, [], True, 0, 0.0, demo.episode).to_json())
             )
             return
-        self._publish(demo, clip, demo.stamps[-1], final=True)
+        self._publish(demo, demo.frames, demo.stamps[-1], final=True)
 
-    def _publish(self, demo: DemoRecording, frames: np.ndarray, newest_ns: int, final: bool) -> None:
+    def _publish(self, demo: DemoRecording, frames: Frames, newest_ns: int, final: bool) -> None:
         started = time.perf_counter()
         try:
             ranked = self.agent.recognize(frames, top_k=self.top_k)
@@ -170,13 +199,13 @@ class PerceptionNode(Node):
         elapsed_ms = (time.perf_counter() - started) * 1e3
         best, score = ranked[0]
         result = RecognizedAction(
-            best, float(score), [(n, float(s)) for n, s in ranked], final, int(frames.shape[0]),
+            best, float(score), [(n, float(s)) for n, s in ranked], final, len(frames),
             newest_ns / _NS, demo.episode,
         )  # fmt: skip
         self._pub.publish(String(data=result.to_json()))
         kind = "final decision" if final else "live"
         self.get_logger().info(
-            f"episode {demo.episode} {kind}: {best!r} (score {score:.3f}, {frames.shape[0]} frames, "
+            f"episode {demo.episode} {kind}: {best!r} (score {score:.3f}, {len(frames)} frames, "
             f"{elapsed_ms:.0f} ms)"
         )
 

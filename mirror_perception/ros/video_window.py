@@ -4,8 +4,13 @@ ROS-free. Frames carry the bridge's stamps (integer nanoseconds). The window kee
 ``window`` seconds of stream time, so its length follows the incoming rate (about 4 s x 20 Hz while the arm
 moves). A demonstration recording starts at the stamp of the ``demo`` status and ends at the stamp of the
 status that ends it: frames that arrived just before the status (the topics are independent) are taken from
-the window, late frames up to the end stamp are still accepted. A recording longer than ``max_demo_frames``
-keeps every other frame (and from then on every second one), so it stays uniformly sampled in bounded memory.
+the window, late frames up to the end stamp are still accepted. The recording is the frame sequence that
+:func:`mirror_perception.demonstration.recognize_demonstration` decides on, as ``evaluate`` does on the stored
+demo, which holds one frame per control tick: it is kept in arrival order with no time-based resampling (the
+ticks are not evenly spaced in time). A recording longer than ``max_demo_frames`` keeps every other frame (and
+from then on every second one), so it stays uniformly sampled in bounded memory; its clip may then sit up to
+half a stride away from the stored demo's (the default 1200 frames is 60 s at 20 Hz, several times the
+longest scripted demo).
 """
 
 from __future__ import annotations

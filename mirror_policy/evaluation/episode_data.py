@@ -1,5 +1,6 @@
-"""What the held-out metrics read from an episode on disk: the uniform clip of the video camera, the
-keyframes, the observations the policy acts from, and the seed the demo was generated with."""
+"""What the held-out metrics read from an episode on disk: the video camera's demonstration (decoded lazily,
+for the clip recognition picks), the keyframes, the observations the policy acts from, and the seed the demo
+was generated with."""
 
 from __future__ import annotations
 
@@ -7,20 +8,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mirror_perception.clip_sampling import sample_clip_indices
 from mirror_policy.evaluation.held_out import HeldOutEpisode
-from sim_bridge.dataset import discover_keyframes, load_episode
+from sim_bridge.dataset import EpisodeRecord, discover_keyframes, load_episode
 from sim_bridge.errors import DatasetError
 from sim_bridge.observation import Observation
 from sim_bridge.scripts.generate_demos import SEED_KEY  # frame 0's misc key holding the demo's seed
 
 
-def load_clip(episode: HeldOutEpisode, camera: str, clip_frames: int) -> np.ndarray:
-    """``(clip_frames, H, W, 3)`` uint8: the middle frame of each of ``clip_frames`` equal segments of the
-    whole video (ViCLIP's test-time sampling), as the recognition protocol prescribes."""
-    indices = sample_clip_indices(int(episode.record.length), clip_frames, mode="uniform")
-    loaded = load_episode(episode.record, cameras=[camera], frames=indices)
-    return np.stack([obs.camera(camera).rgb for obs in loaded.observations]).astype(np.uint8)
+class EpisodeVideo:
+    """One camera's video of a stored episode as a :class:`~mirror_perception.demonstration.FrameSource`:
+    every frame of the demo counts, but only those a clip needs are decoded (once: recognition and the video
+    embedding ask for the same clip)."""
+
+    def __init__(self, record: EpisodeRecord, camera: str) -> None:
+        self.record = record
+        self.camera = camera
+        self._taken: dict[tuple[int, ...], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.record.length)
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        key = tuple(int(i) for i in indices)
+        if key not in self._taken:
+            loaded = load_episode(self.record, cameras=[self.camera], frames=key)
+            self._taken[key] = np.stack([obs.camera(self.camera).rgb for obs in loaded.observations])
+        return self._taken[key]
 
 
 def keyframes_and_seed(episode: HeldOutEpisode) -> tuple[list[int], int | None]:

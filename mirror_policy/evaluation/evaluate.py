@@ -16,7 +16,9 @@ Held-out episodes come from the run's split.json (its held_out list) or, with --
 Rollout scenes: episode i of evaluation seed s runs in simulator seed 3*2**30 + s*2**16 + i, a range that
 generate_demos never uses; each task's variations are shuffled per (seed, task) and cycled.
 Writes results.json, eval_results.csv (per task), summary.csv (per model), success.png, recognition.png,
-tsne.png and the aligned embeddings (npz) into --out.
+tsne.png and the aligned embeddings (npz) into --out; with --videos also an annotated GIF of every rollout
+(videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif, its path in the episode's results entry), and
+with --point-clouds a PLY per keyframe step (point_clouds/<model>/, see rollout_point_cloud).
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-rollouts", action="store_true")
     parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--skip-alignment", action="store_true")
+    parser.add_argument(
+        "--videos",
+        action="store_true",
+        help="write one annotated GIF per rollout (front camera, instruction, predicted keyframes, outcome) "
+        "to <out>/videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif; rollouts get slower",
+    )
+    parser.add_argument(
+        "--point-clouds",
+        action="store_true",
+        help="write the fused point cloud the policy saw at every keyframe step, with the predicted "
+        "keyframe, to <out>/point_clouds/<model>/<task>_seed<s>_ep<i>_step<k>.ply (needs open3d: "
+        "pip install -e '.[pointcloud]')",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         planning_time=args.planning_time,
         progress=not args.no_progress,
         tsne_max_points=args.tsne_max_points,
+        videos=args.videos,
+        point_clouds=args.point_clouds,
     )
     try:
         settings.validate()

@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from mirror_policy.evaluation.alignment_metrics import AlignmentPairs
 from mirror_policy.evaluation.episode_data import (
+    EpisodeVideo,
     keyframes_and_seed,
-    load_clip,
     load_observations,
     policy_frames,
 )
@@ -33,9 +33,11 @@ def evaluate_held_out(
 ) -> tuple[list[RecognitionRecord], AlignmentPairs | None, list[int]]:
     """Recognition records, alignment pairs (None when skipped) and the demo seeds seen (for the seed check).
 
-    The clip is the uniform ``clip_frames``-frame sample of the model's video camera over the whole demo.
-    Each pair joins that clip's ``T_u u`` with ``T_e e`` at one observation the policy acts from in the demo
-    (frame 0, then each keyframe but the last; ``max_pairs_per_episode`` keeps the first ones).
+    Each video is the model's video camera over the whole demo, recognised by ``MirrorAgent.recognize``:
+    the path the live perception node takes (:mod:`mirror_perception.demonstration`), so offline and live
+    recognition of the same demonstration agree. Each pair joins the demo clip's ``T_u u`` with ``T_e e``
+    at one observation the policy acts from in the demo (frame 0, then each keyframe but the last;
+    ``max_pairs_per_episode`` keeps the first ones).
     """
     config = agent.config
     vocabulary = list(config.instructions)
@@ -49,9 +51,9 @@ def evaluate_held_out(
     steps: list[int] = []
     seeds: list[int] = []
     for episode in tqdm(episodes, desc=description, unit="ep", disable=not progress):
-        clip = load_clip(episode, config.camera_for_video, config.clip_frames)
+        video = EpisodeVideo(episode.record, config.camera_for_video)
         if recognition:
-            ranked = agent.recognize(clip, top_k=top_k)
+            ranked = agent.recognize(video, top_k=top_k)
             records.append(
                 RecognitionRecord(
                     episode.task, episode.episode, episode.variation, episode.instruction,
@@ -64,7 +66,7 @@ def evaluate_held_out(
         if seed is not None:
             seeds.append(seed)
         frames = policy_frames(keyframes, max_pairs_per_episode)
-        u = agent.video_embedding(clip)
+        u = agent.video_embedding(video)
         observations = load_observations(episode, [f for f, _ in frames], cameras)
         for observation, (_, step) in zip(observations, frames):
             _, e = agent.act(observation, episode.instruction, min(step, EPISODE_LENGTH - 1))

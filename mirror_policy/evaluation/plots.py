@@ -1,5 +1,6 @@
 """Evaluation figures (matplotlib, Agg backend, PNG): per-task success with error bars, per-task recognition
-with the chance line, and the aligned space ``T_u u`` / ``T_e e`` in 2-D (t-SNE, as the paper's Fig. 6)."""
+with the chance line, each model's recognition confusion matrix as a heatmap, and the aligned space
+``T_u u`` / ``T_e e`` in 2-D (t-SNE, as the paper's Fig. 6)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from mirror_policy.evaluation.alignment_metrics import AlignmentPairs  # noqa: E402
+from mirror_policy.evaluation.recognition import ConfusionMatrix  # noqa: E402
+from mirror_policy.evaluation.reporting import confusion_file  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,7 @@ RECOGNITION_PLOT = "recognition.png"
 TSNE_PLOT = "tsne.png"
 MIN_TSNE_POINTS = 6  # below this t-SNE's neighbourhoods are meaningless; PCA is used instead
 MAX_COLOURED_LABELS = 20  # tab20; with more instructions, points are coloured by task
+MAX_ANNOTATED_CELLS = 30  # confusion labels beyond which the counts are no longer written in the cells
 
 
 def _grouped_bars(
@@ -85,6 +89,47 @@ def plot_recognition(recognitions: Mapping[str, Mapping], path: Path) -> Path:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Action understanding: top-1 recognition among all instructions")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def confusion_plot_name(model: str) -> str:
+    """``confusion_<model>.png``, beside the CSV of the same stem."""
+    return confusion_file(model, "png")
+
+
+def plot_confusion(confusion: ConfusionMatrix | Mapping, path: Path, model: str) -> Path:
+    """Heatmap of one model's top-1 confusion matrix (rows = true, columns = recognised instruction):
+    colour = share of the true instruction's videos, so rare instructions read as clearly as common ones;
+    cells hold the counts, and each row label its accuracy."""
+    if not isinstance(confusion, ConfusionMatrix):
+        confusion = ConfusionMatrix.from_dict(confusion)
+    counts = confusion.counts
+    n = len(confusion.labels)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = max(4.5, 0.55 * n + 3.0)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true instruction's videos")
+    if n <= MAX_ANNOTATED_CELLS:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    colour = "white" if shares[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8, color=colour)
+    short = [label if len(label) <= 40 else label[:39] + "…" for label in confusion.labels]
+    rows = [f"{s} ({int(counts[i, i])}/{int(totals[i, 0])})" for i, s in enumerate(short)]
+    ax.set_xticks(np.arange(n))
+    ax.set_xticklabels(short, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(np.arange(n))
+    ax.set_yticklabels(rows, fontsize=7)
+    ax.set_xlabel("recognised instruction")
+    ax.set_ylabel("true instruction (correct/videos)")
+    correct, videos = int(np.trace(counts)), int(counts.sum())
+    ax.set_title(f"{model}: recognition confusion, top-1 {correct}/{videos}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

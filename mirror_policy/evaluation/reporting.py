@@ -1,6 +1,8 @@
 """Evaluation outputs: ``results.json`` (everything), ``eval_results.csv`` (one row per model and task, like
-ARP's file of the same name, plus an ``average`` row) and ``summary.csv`` (one row per model). Rates in the
-JSON are fractions in [0, 1]; the CSV columns ending in ``_pct`` are percentages."""
+ARP's file of the same name, plus an ``average`` row), ``summary.csv`` (one row per model) and, per model
+with recognition, ``confusion_<model>.csv`` (rows = true instruction, columns = recognised instruction,
+counts of held-out videos). Rates in the JSON are fractions in [0, 1]; the CSV columns ending in ``_pct`` are
+percentages."""
 
 from __future__ import annotations
 
@@ -8,16 +10,19 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mirror_policy.evaluation.recognition import ConfusionMatrix
 from sim_bridge.serialization import atomic_write
 
 RESULTS_NAME = "results.json"
 TASK_CSV_NAME = "eval_results.csv"
 SUMMARY_CSV_NAME = "summary.csv"
 AVERAGE_ROW = "average"
+CONFUSION_CORNER = "true \\ predicted"  # the confusion CSV's top-left cell
 
 TASK_COLUMNS = (
     "model", "task", "success_mean_pct", "success_std_pct", "rollout_episodes", "eval_seeds", "mean_steps",
@@ -31,6 +36,24 @@ SUMMARY_COLUMNS = (
     "recall_at_1_mean_pct", "recall_at_1_chance_pct", "alignment_pairing", "alignment_pairs",
     "total_s_per_episode",
 )  # fmt: skip
+
+
+def file_stem(name: str) -> str:
+    """A model name made safe for a file name (per-model outputs: confusion_<stem>.csv, ...)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
+
+
+def confusion_file(model: str, suffix: str) -> str:
+    """``confusion_<model>.<suffix>``: the CSV here, the heatmap in :mod:`~mirror_policy.evaluation.plots`."""
+    return f"confusion_{file_stem(model)}.{suffix}"
+
+
+def confusion_rows(confusion: ConfusionMatrix) -> list[list[str]]:
+    """The confusion CSV: a header of predicted instructions, then one row of counts per true instruction."""
+    header = [CONFUSION_CORNER, *confusion.labels]
+    return [header] + [
+        [label, *(str(int(c)) for c in row)] for label, row in zip(confusion.labels, confusion.counts)
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -135,6 +158,12 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]])
     atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue(), encoding="utf-8"))
 
 
+def _write_rows(path: Path, rows: list[list[str]]) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue(), encoding="utf-8"))
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/inf are not JSON: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -147,7 +176,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_results(out_dir: Path, results: Mapping[str, Any]) -> dict[str, Path]:
-    """Write results.json and both CSVs (each atomically); returns their paths."""
+    """Write results.json, both CSVs and each model's confusion CSV (each atomically); returns their paths
+    (keys ``results``, ``per_task_csv``, ``summary_csv``, ``confusion_csv_<model>``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "results": out_dir / RESULTS_NAME,
@@ -158,4 +188,9 @@ def write_results(out_dir: Path, results: Mapping[str, Any]) -> dict[str, Path]:
     atomic_write(paths["results"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     _write_csv(paths["per_task_csv"], TASK_COLUMNS, task_rows(results))
     _write_csv(paths["summary_csv"], SUMMARY_COLUMNS, summary_rows(results))
+    for name, model in results["models"].items():
+        if "confusion" in model.get("recognition", {}):
+            path = out_dir / confusion_file(name, "csv")
+            _write_rows(path, confusion_rows(ConfusionMatrix.from_dict(model["recognition"]["confusion"])))
+            paths[f"confusion_csv_{name}"] = path
     return paths

@@ -4,6 +4,11 @@ Per episode: reset the task in an unseen scene, then at most ``max_steps`` keyfr
 predicted by the policy and reached by the simulator's planner. An unreachable target (``PlanningError``) or a
 malformed / out-of-workspace one (``InvalidActionError``) ends the episode as a failure, as in PerAct / RVT /
 ARP evaluation; success is the task's own condition, checked after every keyframe.
+
+Observers (:class:`RolloutObserver`, e.g. ``rollout_video.RolloutVideoRecorder``) can watch an episode: the
+reset, each predicted keyframe, the control ticks' observations and the outcome. The simulator renders
+per-tick frames only for an observer that asks (``wants_frames``); their rendering counts in
+``execution_seconds``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from mirror_policy.evaluation.seeds import environment_seed, variation_schedule
 from sim_bridge.actions import KeyframeAction
-from sim_bridge.backend import SimBackend
+from sim_bridge.backend import EpisodeInfo, SimBackend
 from sim_bridge.errors import InvalidActionError, PlanningError
 from sim_bridge.observation import Observation
 
@@ -38,6 +43,27 @@ class KeyframePolicy(Protocol):
     def act(
         self, observation: Observation, instruction: str, step: int
     ) -> tuple[KeyframeAction, np.ndarray]: ...
+
+
+class RolloutObserver:
+    """Watches one rollout, e.g. to film it; the hooks do nothing unless overridden and run in the
+    rollout's thread. ``wants_frames``: the simulator renders every control tick for :meth:`on_frame`
+    (slower, so only observers that need it ask)."""
+
+    wants_frames = False
+
+    def on_start(self, info: EpisodeInfo, observation: Observation) -> None:
+        """The episode was reset; ``observation`` is its first."""
+
+    def on_keyframe(self, step: int, observation: Observation, action: KeyframeAction) -> None:
+        """The policy predicted ``action`` for ``step`` from ``observation``; the simulator has not tried
+        to reach it yet."""
+
+    def on_frame(self, observation: Observation) -> None:
+        """One control tick while the arm moves (the simulator's ``on_frame`` callback)."""
+
+    def on_end(self, outcome: EpisodeOutcome) -> None:
+        """The episode is over."""
 
 
 @dataclass
@@ -73,6 +99,7 @@ def run_episode(
     max_steps: int = MAX_KEYFRAMES,
     eval_seed: int = 0,
     episode: int = 0,
+    observers: Sequence[RolloutObserver] = (),
 ) -> EpisodeOutcome:
     """Roll ``policy`` out once. A failed step's wall time counts as planning (that is where it failed)."""
     if max_steps < 1:
@@ -83,6 +110,14 @@ def run_episode(
         task, variation, info.instruction, eval_seed, episode, env_seed, success=False, steps=0,
         reset_seconds=time.perf_counter() - started,
     )  # fmt: skip
+    for observer in observers:
+        observer.on_start(info, observation)
+    watching = [o for o in observers if o.wants_frames]
+
+    def on_frame(tick_observation: Observation) -> None:
+        for o in watching:
+            o.on_frame(tick_observation)
+
     for step in range(max_steps):
         tick = time.perf_counter()
         try:
@@ -93,9 +128,11 @@ def run_episode(
             out.failure, out.message = FAILURE_INVALID_ACTION, f"step {step}: policy output: {err}"
             break
         out.inference_seconds += time.perf_counter() - tick
+        for observer in observers:
+            observer.on_keyframe(step, observation, action)
         tick = time.perf_counter()
         try:
-            result = env.step(action)
+            result = env.step(action, on_frame if watching else None)
         except (InvalidActionError, PlanningError) as err:
             out.planning_seconds += time.perf_counter() - tick
             out.steps = step + 1
@@ -112,6 +149,8 @@ def run_episode(
     else:
         out.failure, out.message = FAILURE_MAX_STEPS, f"task not completed in {max_steps} keyframes"
     out.total_seconds = time.perf_counter() - started
+    for observer in observers:
+        observer.on_end(out)
     return out
 
 
@@ -145,13 +184,16 @@ def run_rollouts(
     plans: Sequence[RolloutPlan],
     max_steps: int = MAX_KEYFRAMES,
     on_outcome: Callable[[EpisodeOutcome], None] | None = None,
+    observers_for: Callable[[RolloutPlan], Sequence[RolloutObserver]] | None = None,
 ) -> list[EpisodeOutcome]:
-    """Run every planned rollout in order on one simulator."""
+    """Run every planned rollout in order on one simulator (``observers_for`` gives each its observers)."""
     outcomes = []
     for plan in plans:
+        observers = observers_for(plan) if observers_for is not None else ()
         outcome = run_episode(
-            env, policy, plan.task, plan.variation, plan.env_seed, max_steps, plan.eval_seed, plan.episode
-        )
+            env, policy, plan.task, plan.variation, plan.env_seed, max_steps, plan.eval_seed, plan.episode,
+            observers,
+        )  # fmt: skip
         if outcome.failure and outcome.failure != FAILURE_MAX_STEPS:
             log.debug("%s episode %d failed: %s", plan.task, plan.episode, outcome.message)
         outcomes.append(outcome)

@@ -4,7 +4,6 @@ closed-loop rollouts, then the results files and figures (see ``evaluate`` for t
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,15 +20,29 @@ from mirror_policy.evaluation.execution_metrics import summarize_execution
 from mirror_policy.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror_policy.evaluation.held_out_eval import evaluate_held_out
 from mirror_policy.evaluation.recognition import summarize_recognition
+from mirror_policy.evaluation.reporting import file_stem as _file_stem
 from mirror_policy.evaluation.reporting import write_results
-from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, plan_rollouts, run_rollouts
+from mirror_policy.evaluation.rollout import (
+    MAX_KEYFRAMES,
+    EpisodeOutcome,
+    RolloutObserver,
+    RolloutPlan,
+    plan_rollouts,
+    run_rollouts,
+)
+from mirror_policy.evaluation.rollout_point_cloud import PointCloudRecorder, require_open3d
+from mirror_policy.evaluation.rollout_video import RolloutVideoRecorder
 from mirror_policy.evaluation.seeds import EPISODE_STRIDE, MAX_EVAL_SEED, check_disjoint
 from mirror_policy.evaluation.seeds import __doc__ as SEED_RULES
 from mirror_policy.inference import MirrorAgent
 from mirror_policy.joint_model import JointModel
+from mirror_policy.outputs import OutputDirectoryError, prepare_output_directory
 from sim_bridge.backend import SimBackend
 
 log = logging.getLogger(__name__)
+
+VIDEOS_DIR = "videos"  # <out>/videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif
+POINT_CLOUDS_DIR = "point_clouds"  # <out>/point_clouds/<model>/<task>_seed<s>_ep<i>_step<k>.ply
 
 
 @dataclass
@@ -51,6 +64,8 @@ class EvaluationSettings:
     planning_time: float | None = None  # simulator planner budget per keyframe (None: its default)
     progress: bool = True
     tsne_max_points: int = 2000
+    videos: bool = False  # one annotated GIF per rollout under <out>/videos/<model>/
+    point_clouds: bool = False  # one PLY per keyframe step under <out>/point_clouds/<model>/ (needs open3d)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -75,6 +90,8 @@ class EvaluationSettings:
             raise ValueError(f"planning_time must be positive, got {self.planning_time}")
         if not (self.recognition or self.alignment or self.rollouts):
             raise ValueError("everything is skipped: nothing to evaluate")
+        if (self.videos or self.point_clouds) and not self.rollouts:
+            raise ValueError("videos and point clouds show the rollouts, which are skipped")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -140,8 +157,12 @@ def evaluate_model(
     checkpoint: Path | str,
     settings: EvaluationSettings,
     env: SimBackend | None = None,
+    video_dir: Path | None = None,
+    point_cloud_dir: Path | None = None,
 ) -> ModelEvaluation:
-    """Evaluate one checkpoint; ``env`` is needed when rollouts are on."""
+    """Evaluate one checkpoint; ``env`` is needed when rollouts are on; with ``video_dir`` every rollout is
+    filmed there (:class:`~mirror_policy.evaluation.rollout_video.RolloutVideoRecorder`), with
+    ``point_cloud_dir`` its keyframe steps are written there as PLY (:mod:`.rollout_point_cloud`)."""
     resolved = resolve_checkpoint(checkpoint)
     agent = MirrorAgent(JointModel.from_pretrained(resolved.model_dir, map_location=settings.device),
                         device=settings.device)  # fmt: skip
@@ -190,6 +211,19 @@ def evaluate_model(
             tasks, {t: env.variation_count(t) for t in tasks}, settings.eval_seeds, settings.episodes
         )
         check_disjoint([p.env_seed for p in plans], demo_seeds)
+        recorders: list[RolloutVideoRecorder] = []
+        clouds: list[PointCloudRecorder] = []
+
+        def observers(plan: RolloutPlan) -> list[RolloutObserver]:
+            chosen: list[RolloutObserver] = []
+            if video_dir is not None:
+                recorders.append(RolloutVideoRecorder(video_dir, settings.max_steps))
+                chosen.append(recorders[-1])
+            if point_cloud_dir is not None:
+                clouds.append(PointCloudRecorder(point_cloud_dir, agent.config.arp, plan))
+                chosen.append(clouds[-1])
+            return chosen
+
         with tqdm(
             total=len(plans), desc=f"{name}: rollouts", unit="ep", disable=not settings.progress
         ) as bar:
@@ -198,14 +232,14 @@ def evaluate_model(
                 bar.set_postfix(task=outcome.task, success=outcome.success)
                 bar.update(1)
 
-            evaluation.outcomes = run_rollouts(env, agent, plans, settings.max_steps, advance)
+            evaluation.outcomes = run_rollouts(env, agent, plans, settings.max_steps, advance, observers)
         results["execution"] = summarize_execution(evaluation.outcomes, settings.eval_seeds)
         results["execution"]["episodes"] = [o.to_dict() for o in evaluation.outcomes]
+        for episode, recorder in zip(results["execution"]["episodes"], recorders):
+            episode["video"] = str(recorder.path)
+        for episode, cloud in zip(results["execution"]["episodes"], clouds):
+            episode["point_clouds"] = [str(p) for p in cloud.paths]
     return evaluation
-
-
-def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
 
 
 def protocol_description(settings: EvaluationSettings) -> dict:
@@ -242,6 +276,15 @@ def run_evaluation(
     validate_tasks(settings.tasks)
     configs = [JointModel.read_config(resolve_checkpoint(c).model_dir)[0] for c in checkpoints]  # fail early
     out_dir = Path(out_dir)
+    if settings.point_clouds:
+        require_open3d()
+    try:  # before any slow work: a file in the way fails now
+        video_dirs = _output_dirs(out_dir / VIDEOS_DIR, names if settings.videos else (), "video directory")
+        cloud_dirs = _output_dirs(
+            out_dir / POINT_CLOUDS_DIR, names if settings.point_clouds else (), "point cloud directory"
+        )
+    except OutputDirectoryError as err:
+        raise EvaluationError(str(err)) from err
     own_envs: dict[int, SimBackend] = {}
     results: dict = {"protocol": protocol_description(settings), "models": {}, "files": {}}
     evaluations = []
@@ -250,9 +293,15 @@ def run_evaluation(
             model_env = env
             if settings.rollouts and model_env is None:
                 model_env = _simulator_for(config.arp.camera_resolution, settings, own_envs)
-            evaluation = evaluate_model(name, checkpoint, settings, model_env)
+            evaluation = evaluate_model(
+                name, checkpoint, settings, model_env, video_dirs.get(name), cloud_dirs.get(name)
+            )
             evaluations.append(evaluation)
             results["models"][name] = evaluation.results
+            if name in video_dirs:
+                results["files"][f"videos_{name}"] = str(video_dirs[name])
+            if name in cloud_dirs:
+                results["files"][f"point_clouds_{name}"] = str(cloud_dirs[name])
             if evaluation.pairs is not None:
                 path = _save_embeddings(out_dir, name, evaluation.pairs)
                 results["files"][f"aligned_embeddings_{name}"] = str(path)
@@ -263,6 +312,11 @@ def run_evaluation(
     results["files"].update(_figures(evaluations, settings, out_dir))
     results["files"].update({k: str(v) for k, v in write_results(out_dir, results).items()})
     return results
+
+
+def _output_dirs(root: Path, names: Sequence[str], what: str) -> dict[str, Path]:
+    """``<root>/<model>/`` per model name, created now."""
+    return {name: prepare_output_directory(root / _file_stem(name), what) for name in names}
 
 
 def _simulator_for(image_size: int, settings: EvaluationSettings, cache: dict[int, SimBackend]) -> SimBackend:
@@ -298,6 +352,9 @@ def _figures(evaluations: Sequence[ModelEvaluation], settings: EvaluationSetting
         files["recognition_plot"] = str(
             plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT)
         )
+        for name, recognition in recognitions.items():
+            path = out_dir / plots.confusion_plot_name(name)
+            files[f"confusion_plot_{name}"] = str(plots.plot_confusion(recognition["confusion"], path, name))
     pairs = {e.name: e.pairs for e in evaluations if e.pairs is not None}
     if pairs:
         path, methods = plots.plot_aligned_space(

@@ -8,6 +8,9 @@ each in its own process group, prefixes their output with ``[<node>]``, waits fo
 SIGINT, then SIGTERM after ``--sigint-timeout`` s, then SIGKILL after ``--sigterm-timeout`` s. A second Ctrl-C
 skips the SIGINT grace period.
 
+``--videos DIR`` / ``--record DIR`` make mirror_loop write one annotated GIF / one MCAP recording per
+episode into DIR (relative to the current directory; created if needed, refused if a file is in the way).
+
 Children get ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless it is set (DDS discovery stays on this
 machine) and inherit ``ROS_DOMAIN_ID``.
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from mirror_policy.outputs import prepare_output_directory
 from mirror_policy.ros.launch_config import (
     DEFAULT_CHECKPOINT,
     LAUNCH_ARGUMENTS,
@@ -45,6 +49,7 @@ from mirror_policy.ros.launch_config import (
 )
 
 EXIT_BAD_CONFIG = 2
+OUTPUT_ARGUMENTS = ("videos", "record")  # launch arguments naming output directories
 POLL_PERIOD = 0.1
 
 
@@ -218,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_params_file(params_file)
         checkpoint = check_checkpoint(params, arguments.get("checkpoint"))
+        for name in OUTPUT_ARGUMENTS:  # absolute, and usable, before a minute is spent starting the stack
+            if arguments.get(name):
+                arguments[name] = str(prepare_output_directory(arguments[name], f"--{name} directory"))
         commands = [(spec, node_command(spec, params_file, arguments)) for spec in NODES]
     except (ParamsFileError, ValueError) as err:
         out.write(f"[bringup] cannot start the stack: {err}\n")
@@ -230,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"parameters {params_file}, checkpoint {checkpoint}, ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}, "
         f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}"
     )
+    for name in OUTPUT_ARGUMENTS:
+        if arguments.get(name):
+            bringup.say(f"{name}: {arguments[name]}")
     try:
         bringup.start()
         bringup.wait()

@@ -6,9 +6,9 @@ One table serves three readers: ``mirror_bringup`` (starts the nodes as ``python
 ``<node>: ros__parameters:`` block per node).
 
 Launch arguments map to node parameters (``task`` -> mirror_loop ``tasks``, ``backend`` -> sim_bridge
-``backend``, ``checkpoint`` -> policy and perception ``checkpoint``, ``episodes`` -> mirror_loop
-``episodes``); their defaults are the values in ``config/sim.yaml``, so leaving an argument out and passing
-its default are the same thing.
+``backend``, ``checkpoint`` -> policy and perception ``checkpoint``, ``episodes``, ``videos`` and ``record``
+-> mirror_loop's parameters of the same names); their defaults are the values in ``config/sim.yaml``, so
+leaving an argument out and passing its default are the same thing.
 
 Relative data paths (the checkpoint) resolve against the repository root when the code runs from a checkout
 (``setup.py`` next to the package), otherwise against the installed share directory
@@ -56,6 +56,8 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("backend", str, "simulator backend: bullet (embedded) or rlbench (needs CoppeliaSim)"),
     LaunchArgument("checkpoint", str, "JointModel checkpoint directory (relative: repo root / share dir)"),
     LaunchArgument("episodes", int, "mirror-loop episodes; 0 keeps the stack up until Ctrl-C"),
+    LaunchArgument("videos", str, "directory for one annotated GIF per mirror-loop episode; empty: none"),
+    LaunchArgument("record", str, "directory for one MCAP recording per mirror-loop episode; empty: none"),
 )
 
 NODES: tuple[NodeSpec, ...] = (
@@ -79,7 +81,7 @@ NODES: tuple[NodeSpec, ...] = (
         "mirror_loop",
         "mirror_loop",
         "mirror_policy.ros.mirror_loop",
-        overrides=(("tasks", "task"), ("episodes", "episodes")),
+        overrides=(("tasks", "task"), ("episodes", "episodes"), ("videos", "videos"), ("record", "record")),
         required=True,
     ),
 )

@@ -13,6 +13,10 @@ For each of ``episodes`` episodes it draws a (task, variation) whose instruction
 It prints every step as it happens and a summary at the end (recognition accuracy, success rate, mean
 inference and episode times). Every wait has a timeout that names what it waited for.
 
+Off by default: ``videos`` (a directory) writes one annotated GIF per episode from the front camera
+(:mod:`~mirror_policy.ros.episode_outputs`); ``record`` (a directory) writes one MCAP file per episode with
+the stack's topics (:mod:`~mirror_policy.ros.recording`).
+
 Exit codes: 0 done (also after ``episodes: 0``, which only keeps the node up until Ctrl-C), 1 the stack
 failed (a timeout, a rejected service call), 2 a configuration error (unknown task, nothing to draw from),
 130 interrupted by SIGINT/SIGTERM while episodes were running.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import rclpy
 from rclpy.exceptions import ParameterException
@@ -37,6 +41,7 @@ from std_srvs.srv import Trigger
 
 from mirror_perception.ros.recognized_action import RecognitionMessageError, RecognizedAction
 from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
+from mirror_policy.outputs import prepare_output_directory
 from mirror_policy.ros.loop_report import EpisodeRecord, LoopSummary
 from mirror_policy.ros.parameters import LoopConfig, loop_parameters
 from mirror_policy.ros.policy_messages import PolicyActionInfo, PolicyState
@@ -58,6 +63,12 @@ from mirror_policy.ros.topics import (
 from sim_bridge.ros.errors import MessageError
 from sim_bridge.ros.messages import status_from_message
 from sim_bridge.ros.node_runtime import configure_logging, install_stop_handlers
+from sim_bridge.ros.observation_sync import (
+    CameraSet,
+    CameraSetSynchronizer,
+    SyncConfig,
+    subscribe_camera_sets,
+)
 from sim_bridge.ros.status import FINAL_STATES, IDLE, RUNNING, EpisodeStatus
 from sim_bridge.ros.topics import (
     EPISODE_STATUS_TOPIC,
@@ -73,7 +84,12 @@ from sim_bridge.ros.topics import (
     NODE_NAME as BRIDGE_NODE_NAME,
 )
 
+if TYPE_CHECKING:  # imported when asked for: drawing pulls in the evaluation package
+    from mirror_policy.ros.episode_outputs import EpisodeVideo
+    from mirror_policy.ros.recording import TopicRecorder
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+VIDEO_SET_MAX_AGE = 5.0  # s: a front-camera set older than this when it completes is not filmed
 
 
 class LoopInterruptedError(Exception):
@@ -96,6 +112,7 @@ class MirrorLoopNode(Node):
         self.recognitions: list[RecognizedAction] = []
         self.policy_state: PolicyState | None = None
         self.action_infos: list[PolicyActionInfo] = []
+        self.video: EpisodeVideo | None = None  # the episode being filmed, fed by the callbacks below
         self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_status, latched_history_qos())
         self.create_subscription(String, RECOGNIZED_ACTION_TOPIC, self._on_recognition, recognition_qos())
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, latched_qos())
@@ -108,6 +125,19 @@ class MirrorLoopNode(Node):
     def config(self) -> LoopConfig:
         return LoopConfig(**{name: self.get_parameter(name).value for name in loop_parameters()})
 
+    def watch_front_camera(self, camera: str) -> None:
+        """Subscribe to ``camera``'s sets (image, depth, calibration, pose) for the episode videos."""
+        sync = CameraSetSynchronizer(
+            SyncConfig(cameras=(camera,), image_size=None, max_age=VIDEO_SET_MAX_AGE),
+            on_set=self._on_camera_set,
+        )
+        subscribe_camera_sets(self, sync)
+        self._video_camera = camera
+
+    def _on_camera_set(self, camera_set: CameraSet) -> None:
+        if self.video is not None:
+            self.video.on_camera(camera_set.stamp_ns, camera_set.frames[self._video_camera])
+
     def _warn(self, what: str, err: Exception) -> None:
         self.get_logger().warning(f"ignoring malformed {what}: {err}", throttle_duration_sec=5.0)
 
@@ -118,12 +148,17 @@ class MirrorLoopNode(Node):
             self._warn(EPISODE_STATUS_TOPIC, err)
             return
         self.statuses.append(self.status)
+        if self.video is not None:
+            self.video.on_status(self.status)
 
     def _on_recognition(self, msg: String) -> None:
         try:
             self.recognitions.append(RecognizedAction.from_json(msg.data))
         except RecognitionMessageError as err:
             self._warn(RECOGNIZED_ACTION_TOPIC, err)
+            return
+        if self.video is not None:
+            self.video.on_recognition(self.recognitions[-1])
 
     def _on_policy_state(self, msg: String) -> None:
         try:
@@ -136,6 +171,9 @@ class MirrorLoopNode(Node):
             self.action_infos.append(PolicyActionInfo.from_json(msg.data))
         except MessageError as err:
             self._warn(POLICY_ACTIONS_TOPIC, err)
+            return
+        if self.video is not None:
+            self.video.on_action(self.action_infos[-1])
 
 
 def _fmt_action(action: list[float]) -> str:
@@ -148,16 +186,26 @@ class MirrorLoop:
     """The loop itself, driving a :class:`MirrorLoopNode` from the main thread (see the module docstring)."""
 
     def __init__(
-        self, node: MirrorLoopNode, config: LoopConfig, out: TextIO, stop: Callable[[], bool]
+        self,
+        node: MirrorLoopNode,
+        config: LoopConfig,
+        out: TextIO,
+        stop: Callable[[], bool],
+        recorder: TopicRecorder | None = None,
     ) -> None:
         self.node = node
         self.config = config
         self.out = out
         self.stop = stop
+        self.recorder = recorder  # writes each episode's topics (``record``)
         self.executor = SingleThreadedExecutor(context=node.context)
         self.executor.add_node(node)
         self._watch: Callable[[], None] | None = None  # prints events while waiting
         self.records: list[EpisodeRecord] = []
+        if config.videos:
+            from mirror_policy.evaluation.rollout_video import VIDEO_CAMERA
+
+            node.watch_front_camera(VIDEO_CAMERA)
 
     # -- plumbing ------------------------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -288,6 +336,48 @@ class MirrorLoop:
 
     # -- one episode ---------------------------------------------------------------------------------------
     def run_episode(self, plan: EpisodePlan, total: int) -> EpisodeRecord:
+        """One episode, filmed (``videos``) and recorded (``record``) when asked; an episode cut short by an
+        error or Ctrl-C still gets its files, marked ``aborted``."""
+        if self.config.videos or self.recorder is not None:
+            from mirror_policy.ros.episode_outputs import EpisodeVideo, episode_metadata, episode_stem
+
+            if self.recorder is not None:
+                self.recorder.start_episode(episode_stem(plan), episode_metadata(plan))
+            if self.config.videos:
+                self.node.video = EpisodeVideo(plan, total)
+        try:
+            record = self._run_episode(plan, total)
+        except BaseException as err:
+            self._close_outputs(None, "aborted", str(err) or type(err).__name__)
+            raise
+        self._close_outputs(record, record.outcome, record.reason)
+        return record
+
+    def _close_outputs(self, record: EpisodeRecord | None, outcome: str, reason: str) -> None:
+        """Write the episode's video and close its recording, saying where they went."""
+        video, self.node.video = self.node.video, None
+        if video is not None:
+            video.finish(outcome, reason)
+            try:
+                self.say(f"  video: {video.save(self.config.videos, outcome)}")
+            except (OSError, ValueError) as err:  # no frame arrived, disk full: the loop goes on
+                self.say(f"  no video written: {err}")
+        if self.recorder is not None:
+            from mirror_policy.ros.episode_outputs import episode_result
+
+            try:
+                ended = self.recorder.end_episode(episode_result(record, outcome, reason))
+            except OSError as err:
+                self.say(f"  recording not closed: {err}")
+                return
+            if ended is not None:
+                path, counts = ended
+                failed = f"; stopped early: {self.recorder.failed}" if self.recorder.failed else ""
+                self.say(
+                    f"  recording: {path} ({sum(counts.values())} messages, {len(counts)} topics{failed})"
+                )
+
+    def _run_episode(self, plan: EpisodePlan, total: int) -> EpisodeRecord:
         node, config, target = self.node, self.config, plan.target
         self.say(
             f"episode {plan.index + 1}/{total}: {target.task} variation {target.variation} "
@@ -295,6 +385,8 @@ class MirrorLoop:
         )
         self.command_instruction(STANDBY_INSTRUCTION)
         demo_status = self.reset(target.task, target.variation, plan.demo_seed)
+        if node.video is not None:
+            node.video.start_demo(demo_status)
         record = EpisodeRecord(plan, truth=demo_status.instruction)
         demo_episode = demo_status.episode
         recognitions_before = len(node.recognitions)
@@ -337,6 +429,8 @@ class MirrorLoop:
 
         self.command_instruction(result.instruction)
         status = self.reset(target.task, target.variation, plan.policy_seed)
+        if node.video is not None:
+            node.video.start_policy(status, result.instruction)
         episode = status.episode
         self.say(f"  policy episode (bridge episode {episode}, new layout): acting on {result.instruction!r}")
         self._watch = self._policy_printer(episode, len(node.action_infos), len(node.statuses))
@@ -435,12 +529,22 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         config = node.config()
-    except (ValueError, TypeError) as err:
+        for name in ("videos", "record"):  # absolute, created, writable: refused now rather than later
+            if getattr(config, name):
+                setattr(
+                    config, name, str(prepare_output_directory(getattr(config, name), f"{name} directory"))
+                )
+    except (ValueError, TypeError) as err:  # OutputDirectoryError is a ValueError
         out.write(f"mirror_loop: invalid parameters: {err}\n")
         node.destroy_node()
         rclpy.try_shutdown()
         return EXIT_CONFIG
-    loop = MirrorLoop(node, config, out, stop.is_set)
+    recorder = None
+    if config.record:
+        from mirror_policy.ros.recording import TopicRecorder
+
+        recorder = TopicRecorder(config.record, node.context, node.get_namespace())
+    loop = MirrorLoop(node, config, out, stop.is_set, recorder)
     code = EXIT_FAILED
     try:
         code = loop.run()
@@ -456,6 +560,8 @@ def main(args: list[str] | None = None) -> int:
             loop.print_summary()
         out.flush()
         loop.shutdown()
+        if recorder is not None:
+            recorder.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return code

@@ -50,6 +50,8 @@ class LoopConfig:
     recognition_timeout: float = 30.0  # s after the demo for the final recognition
     action_timeout: float = 120.0  # s without progress (an action or a status change) in a policy episode
     episode_timeout: float = 900.0  # s for a whole policy episode
+    videos: str = ""  # directory: one annotated GIF per episode (episode_outputs); "" = none
+    record: str = ""  # directory: one MCAP file of the stack's topics per episode (recording); "" = none
 
     def __post_init__(self) -> None:
         if self.episodes < 0:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from mirror_perception.clip_sampling import sample_clip_indices
+from mirror_perception.demonstration import demonstration_clip_indices
 from mirror_policy.alignment import index_by_key, key_function, pair_by_key
 from mirror_policy.augmentation import augment_batch
 from mirror_policy.configuration_arp import ARPConfig
@@ -412,13 +413,14 @@ def build_eval_batch(
     clip_frames: int,
     seed: int,
 ) -> PairedBatch:
-    """A fixed held-out batch: up to ``pairs`` clips (episodes in order, cycling), uniform frame sampling,
-    each paired with a same-key transition of the same split; no augmentation."""
+    """A fixed held-out batch: up to ``pairs`` clips (episodes in order, cycling) of the frames recognition
+    decides on (as ``evaluate`` and the perception node pick them), each paired with a same-key transition of
+    the same split; no augmentation."""
     key_of = key_function(pairing)
     rng = step_rng(seed, STREAM_EVAL, 0)
     count = min(pairs, max(len(entries), 2))
     au_entries = [entries[i % len(entries)] for i in range(count)]
-    clips = [store.clip(e, sample_clip_indices(e.length, clip_frames, mode="uniform")) for e in au_entries]
+    clips = [store.clip(e, demonstration_clip_indices(e.length, clip_frames)) for e in au_entries]
     keys = [key_of(e) for e in au_entries]
     chosen = pair_by_key(keys, index_by_key([key_of(t) for t in transitions]), rng)
     chosen_t = [transitions[int(i)] for i in chosen]
