@@ -20,6 +20,7 @@ from mirror_policy.alignment import PAIRINGS, alignment_recall_at_1
 from mirror_policy.evaluation import (
     CheckpointNotFoundError,
     EmptyHeldOutError,
+    EvaluationError,
     EvaluationSettings,
     SeedCollisionError,
     run_episode,
@@ -27,7 +28,9 @@ from mirror_policy.evaluation import (
 )
 from mirror_policy.evaluation.evaluate import main
 from mirror_policy.evaluation.execution_metrics import summarize_execution
-from mirror_policy.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome
+from mirror_policy.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome, plan_rollouts
+from mirror_policy.evaluation.rollout_pool import RolloutJob, run_planned_rollouts
+from mirror_policy.evaluation.runner import rollout_variations
 from mirror_policy.evaluation.seeds import (
     EVAL_SEED_BASE,
     check_disjoint,
@@ -332,6 +335,38 @@ def test_variations_cycle_evenly_and_differ_between_seeds():
     assert counts.min() == 2 and counts.max() == 3
     assert variation_schedule("push_buttons", 50, 0, 25) == schedule[:25]
     assert variation_schedule("push_buttons", 50, 1, 25) != schedule[:25]
+
+
+def test_rollouts_use_the_trained_variations_unless_asked(evaluated):
+    variations = rollout_variations(["push_buttons", "open_drawer"], vocabulary())
+    # push_buttons' instructions name only the first buttons pushed, so variations 6 and 7 say what 0 and 1
+    # say; 8 ends with a yellow button, an instruction the model never saw.
+    assert variations["open_drawer"] == [0, 1, 2] and set(range(8)) <= set(variations["push_buttons"])
+    assert 8 not in variations["push_buttons"]
+    assert len(rollout_variations(["push_buttons"], vocabulary(), all_variations=True)["push_buttons"]) == 50
+    with pytest.raises(EvaluationError, match="--all-variations"):
+        rollout_variations(["turn_tap"], vocabulary())
+    _, results = evaluated
+    episodes = results["models"]["mirror"]["execution"]["episodes"]
+    assert all(e["variation"] in variations[e["task"]] for e in episodes)
+
+
+def test_parallel_rollouts_give_the_serial_outcomes(run_dir, sim):
+    plans = plan_rollouts(
+        ["push_buttons", "open_drawer"], {"push_buttons": [0, 1], "open_drawer": [0]}, [0], 2
+    )
+    job = RolloutJob(run_dir / "final", max_steps=2)
+    agent = MirrorAgent(JointModel.from_pretrained(run_dir / "final"))
+    serial = run_planned_rollouts(job, plans, 1, agent, sim)
+    parallel = run_planned_rollouts(job, plans, 2)
+
+    def essentials(results):
+        return [(r.outcome.task, r.outcome.variation, r.outcome.env_seed, r.outcome.success, r.outcome.steps,
+                 r.outcome.failure) for r in results]  # fmt: skip
+
+    assert essentials(parallel) == essentials(serial)
+    with pytest.raises(ValueError, match="processes"):
+        run_planned_rollouts(job, plans, 0)
 
 
 def test_success_mean_and_std_over_seeds():

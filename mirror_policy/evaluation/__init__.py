@@ -9,7 +9,8 @@ from mirror_policy.evaluation.errors import (
     EvaluationError,
     SeedCollisionError,
 )
-from mirror_policy.evaluation.rollout import EpisodeOutcome, KeyframePolicy, run_episode, run_rollouts
+from mirror_policy.evaluation.rollout import EpisodeOutcome, KeyframePolicy, run_episode
+from mirror_policy.evaluation.rollout_pool import run_planned_rollouts
 from mirror_policy.evaluation.runner import EvaluationSettings, evaluate_model, run_evaluation
 
 __all__ = [
@@ -23,5 +24,5 @@ __all__ = [
     "evaluate_model",
     "run_episode",
     "run_evaluation",
-    "run_rollouts",
+    "run_planned_rollouts",
 ]

@@ -14,7 +14,9 @@ Measures, per checkpoint (a train_joint run directory or a saved model directory
     --eval-seeds, with failure reasons and a time breakdown per episode.
 Held-out episodes come from the run's split.json (its held_out list) or, with --data, from a whole dataset.
 Rollout scenes: episode i of evaluation seed s runs in simulator seed 3*2**30 + s*2**16 + i, a range that
-generate_demos never uses; each task's variations are shuffled per (seed, task) and cycled.
+generate_demos never uses; each task's variations whose instruction the model was trained on (all of them with
+--all-variations, a generalisation figure) are shuffled per (seed, task) and cycled. --processes N runs the
+rollouts in N simulator processes (same scenes and outcomes as one process).
 Writes results.json, eval_results.csv (per task), summary.csv (per model), success.png, recognition.png,
 tsne.png and the aligned embeddings (npz) into --out; with --videos also an annotated GIF of every rollout
 (videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif, its path in the episode's results entry), and
@@ -73,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--tsne-max-points", type=int, default=2000)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="simulator processes for the rollouts (one per core)"
+    )
+    parser.add_argument(
+        "--all-variations",
+        action="store_true",
+        help="roll out every variation, not only those whose instruction the model was trained on",
+    )
     parser.add_argument("--skip-rollouts", action="store_true")
     parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--skip-alignment", action="store_true")
@@ -130,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         planning_time=args.planning_time,
         progress=not args.no_progress,
         tsne_max_points=args.tsne_max_points,
+        processes=args.processes,
+        all_variations=args.all_variations,
         videos=args.videos,
         point_clouds=args.point_clouds,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -166,37 +166,17 @@ class RolloutPlan:
 
 
 def plan_rollouts(
-    tasks: Sequence[str], variation_counts: dict[str, int], eval_seeds: Sequence[int], episodes: int
+    tasks: Sequence[str], variations: dict[str, Sequence[int]], eval_seeds: Sequence[int], episodes: int
 ) -> list[RolloutPlan]:
-    """Every (task, evaluation seed, episode) with its variation and simulator seed (rules in ``seeds``)."""
+    """Every (task, evaluation seed, episode) with its variation, drawn from ``variations[task]``, and its
+    simulator seed (rules in ``seeds``)."""
     plans = []
     for task in tasks:
+        chosen = list(variations[task])
         for eval_seed in eval_seeds:
-            schedule = variation_schedule(task, variation_counts[task], eval_seed, episodes)
-            for i, variation in enumerate(schedule):
-                plans.append(RolloutPlan(task, variation, int(eval_seed), i, environment_seed(eval_seed, i)))
+            schedule = variation_schedule(task, len(chosen), eval_seed, episodes)
+            for i, slot in enumerate(schedule):
+                plans.append(
+                    RolloutPlan(task, chosen[slot], int(eval_seed), i, environment_seed(eval_seed, i))
+                )
     return plans
-
-
-def run_rollouts(
-    env: SimBackend,
-    policy: KeyframePolicy,
-    plans: Sequence[RolloutPlan],
-    max_steps: int = MAX_KEYFRAMES,
-    on_outcome: Callable[[EpisodeOutcome], None] | None = None,
-    observers_for: Callable[[RolloutPlan], Sequence[RolloutObserver]] | None = None,
-) -> list[EpisodeOutcome]:
-    """Run every planned rollout in order on one simulator (``observers_for`` gives each its observers)."""
-    outcomes = []
-    for plan in plans:
-        observers = observers_for(plan) if observers_for is not None else ()
-        outcome = run_episode(
-            env, policy, plan.task, plan.variation, plan.env_seed, max_steps, plan.eval_seed, plan.episode,
-            observers,
-        )  # fmt: skip
-        if outcome.failure and outcome.failure != FAILURE_MAX_STEPS:
-            log.debug("%s episode %d failed: %s", plan.task, plan.episode, outcome.message)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-    return outcomes

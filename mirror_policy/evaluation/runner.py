@@ -22,16 +22,14 @@ from mirror_policy.evaluation.held_out_eval import evaluate_held_out
 from mirror_policy.evaluation.recognition import summarize_recognition
 from mirror_policy.evaluation.reporting import file_stem as _file_stem
 from mirror_policy.evaluation.reporting import write_results
-from mirror_policy.evaluation.rollout import (
-    MAX_KEYFRAMES,
-    EpisodeOutcome,
-    RolloutObserver,
-    RolloutPlan,
-    plan_rollouts,
-    run_rollouts,
+from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, plan_rollouts
+from mirror_policy.evaluation.rollout_point_cloud import require_open3d
+from mirror_policy.evaluation.rollout_pool import (
+    RolloutJob,
+    RolloutResult,
+    embedded_simulator,
+    run_planned_rollouts,
 )
-from mirror_policy.evaluation.rollout_point_cloud import PointCloudRecorder, require_open3d
-from mirror_policy.evaluation.rollout_video import RolloutVideoRecorder
 from mirror_policy.evaluation.seeds import EPISODE_STRIDE, MAX_EVAL_SEED, check_disjoint
 from mirror_policy.evaluation.seeds import __doc__ as SEED_RULES
 from mirror_policy.inference import MirrorAgent
@@ -64,6 +62,8 @@ class EvaluationSettings:
     planning_time: float | None = None  # simulator planner budget per keyframe (None: its default)
     progress: bool = True
     tsne_max_points: int = 2000
+    processes: int = 1  # simulator processes for the rollouts (each with its own copy of the model)
+    all_variations: bool = False  # roll out every variation, not only those with a trained instruction
     videos: bool = False  # one annotated GIF per rollout under <out>/videos/<model>/
     point_clouds: bool = False  # one PLY per keyframe step under <out>/point_clouds/<model>/ (needs open3d)
     extra: dict = field(default_factory=dict)
@@ -71,6 +71,8 @@ class EvaluationSettings:
     def validate(self) -> None:
         if self.episodes < 1 or self.episodes > EPISODE_STRIDE:
             raise ValueError(f"episodes must lie in [1, {EPISODE_STRIDE}], got {self.episodes}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.eval_seeds:
@@ -138,6 +140,28 @@ def tasks_of_instructions(instructions: Sequence[str]) -> list[str]:
     return found
 
 
+def rollout_variations(
+    tasks: Sequence[str], vocabulary: Sequence[str], all_variations: bool = False
+) -> dict[str, list[int]]:
+    """Per task, the variations to roll out: those whose canonical instruction (the one a rollout gives the
+    policy) the model was trained on, as the paper evaluates its trained variations; or every variation with
+    ``all_variations`` (a generalisation figure: the others' instructions are new to the model)."""
+    from sim_bridge.tasks import make_task
+
+    known = set(vocabulary)
+    chosen = {}
+    for name in tasks:
+        task = make_task(name)
+        every = list(range(task.variation_count()))
+        chosen[name] = every if all_variations else [v for v in every if task.descriptions(v)[0] in known]
+        if not chosen[name]:
+            raise EvaluationError(
+                f"the model knows no instruction of {name}'s variations; pass --all-variations to roll it "
+                "out on instructions it never saw"
+            )
+    return chosen
+
+
 def held_out_for(
     resolved: ResolvedCheckpoint, settings: EvaluationSettings
 ) -> tuple[list[HeldOutEpisode], str]:
@@ -198,8 +222,8 @@ def evaluate_model(
             results["alignment"] = {"pairing": pairing, **alignment_metrics(pairs)}
             evaluation.pairs = pairs
     if settings.rollouts:
-        if env is None:
-            raise ValueError("rollouts need a simulator (env)")
+        if env is None and settings.processes == 1:
+            raise ValueError("rollouts in this process need a simulator (env)")
         tasks = (
             list(settings.tasks) or sorted({e.task for e in held_out}) or tasks_of_instructions(vocabulary)
         )
@@ -207,38 +231,31 @@ def evaluate_model(
             raise EvaluationError(
                 "no task to roll out: pass --tasks (the vocabulary matches no registered task)"
             )
-        plans = plan_rollouts(
-            tasks, {t: env.variation_count(t) for t in tasks}, settings.eval_seeds, settings.episodes
-        )
+        variations = rollout_variations(tasks, vocabulary, settings.all_variations)
+        plans = plan_rollouts(tasks, variations, settings.eval_seeds, settings.episodes)
         check_disjoint([p.env_seed for p in plans], demo_seeds)
-        recorders: list[RolloutVideoRecorder] = []
-        clouds: list[PointCloudRecorder] = []
-
-        def observers(plan: RolloutPlan) -> list[RolloutObserver]:
-            chosen: list[RolloutObserver] = []
-            if video_dir is not None:
-                recorders.append(RolloutVideoRecorder(video_dir, settings.max_steps))
-                chosen.append(recorders[-1])
-            if point_cloud_dir is not None:
-                clouds.append(PointCloudRecorder(point_cloud_dir, agent.config.arp, plan))
-                chosen.append(clouds[-1])
-            return chosen
-
+        results["rollout_variations"] = variations
+        job = RolloutJob(
+            resolved.model_dir, settings.max_steps, settings.device, settings.planning_time, video_dir,
+            point_cloud_dir,
+        )  # fmt: skip
         with tqdm(
             total=len(plans), desc=f"{name}: rollouts", unit="ep", disable=not settings.progress
         ) as bar:
 
-            def advance(outcome: EpisodeOutcome) -> None:
-                bar.set_postfix(task=outcome.task, success=outcome.success)
+            def advance(result: RolloutResult) -> None:
+                bar.set_postfix(task=result.outcome.task, success=result.outcome.success)
                 bar.update(1)
 
-            evaluation.outcomes = run_rollouts(env, agent, plans, settings.max_steps, advance, observers)
+            rollouts = run_planned_rollouts(job, plans, settings.processes, agent, env, advance)
+        evaluation.outcomes = [r.outcome for r in rollouts]
         results["execution"] = summarize_execution(evaluation.outcomes, settings.eval_seeds)
         results["execution"]["episodes"] = [o.to_dict() for o in evaluation.outcomes]
-        for episode, recorder in zip(results["execution"]["episodes"], recorders):
-            episode["video"] = str(recorder.path)
-        for episode, cloud in zip(results["execution"]["episodes"], clouds):
-            episode["point_clouds"] = [str(p) for p in cloud.paths]
+        for episode, rollout in zip(results["execution"]["episodes"], rollouts):
+            if video_dir is not None:
+                episode["video"] = str(rollout.video)
+            if point_cloud_dir is not None:
+                episode["point_clouds"] = [str(p) for p in rollout.point_clouds]
     return evaluation
 
 
@@ -291,7 +308,7 @@ def run_evaluation(
     try:
         for checkpoint, name, config in zip(checkpoints, names, configs):
             model_env = env
-            if settings.rollouts and model_env is None:
+            if settings.rollouts and model_env is None and settings.processes == 1:
                 model_env = _simulator_for(config.arp.camera_resolution, settings, own_envs)
             evaluation = evaluate_model(
                 name, checkpoint, settings, model_env, video_dirs.get(name), cloud_dirs.get(name)
@@ -322,12 +339,7 @@ def _output_dirs(root: Path, names: Sequence[str], what: str) -> dict[str, Path]
 def _simulator_for(image_size: int, settings: EvaluationSettings, cache: dict[int, SimBackend]) -> SimBackend:
     """The embedded simulator rendering at the resolution the policy expects (one per resolution)."""
     if image_size not in cache:
-        from sim_bridge.bullet.env import BulletBackend, BulletConfig
-
-        config = BulletConfig(image_size=image_size)
-        if settings.planning_time is not None:
-            config.planning_time = settings.planning_time
-        cache[image_size] = BulletBackend(config)
+        cache[image_size] = embedded_simulator(image_size, settings.planning_time)
     return cache[image_size]
 
 
