@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 ValidityFn = Callable[[np.ndarray], bool]
 PLANNERS = ("auto", "ompl", "numpy")
+# How far past a joint limit a start or goal may lie (a simulator's joints drift that far under load).
+JOINT_LIMIT_DRIFT = 1e-3
 
 
 @dataclass(frozen=True)
@@ -475,7 +477,7 @@ def plan_joint_path(
     simplify: bool = True,
     planner: str = "auto",
     rrt_config: RRTConnectConfig | None = None,
-    bounds_tolerance: float = 1e-3,
+    bounds_tolerance: float = JOINT_LIMIT_DRIFT,
 ) -> np.ndarray:
     """A collision-free joint path from ``start`` to ``goal`` (both rows included), shape (N, D).
 

@@ -25,7 +25,7 @@ from sim_bridge.bullet.robot import HOME, TIP_LINK, PandaArm
 from sim_bridge.cameras import CAMERA_NAMES, IMAGE_SIZE
 from sim_bridge.errors import InvalidActionError, PlanningError, SimError
 from sim_bridge.observation import Observation
-from sim_bridge.planning import plan_joint_path, straight_line_is_valid, time_parameterize
+from sim_bridge.planning import JOINT_LIMIT_DRIFT, plan_joint_path, straight_line_is_valid, time_parameterize
 from sim_bridge.tasks.base import TABLE_HEIGHT, TASKS, Task, TaskScene, Waypoint, make_task
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,11 @@ class BulletBackend:
         obstacles = self._obstacles(ignore_collisions)
 
         def valid(q: np.ndarray) -> bool:
-            return self.robot.within_limits(q) and not self.robot.collisions(q, obstacles, margin, may_touch)
+            # As tolerant of joints a hair past their limits as plan_joint_path is of its start and goal:
+            # under load the physics leaves a joint up to ~1e-3 rad outside, and the next plan starts there.
+            return self.robot.within_limits(q, tol=JOINT_LIMIT_DRIFT) and not self.robot.collisions(
+                q, obstacles, margin, may_touch
+            )
 
         return valid
 
