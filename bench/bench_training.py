@@ -3,11 +3,14 @@
     .venv/bin/python bench/bench_training.py                      # CPU configs + inference + paper forwards
     .venv/bin/python bench/bench_training.py --skip-paper --batch-size 6 --repeats 5
 
-Prints, for the training config (default config/train_cpu_small.yaml):
+Prints, for the training config (default config/train_cpu_small.yaml) on its thread count, once in fp32 and
+once in bf16 (autocast, ``precision: bf16``), the two timed alternately so that machine load hits both alike:
   * EE training samples/s: ARP forward + backward + LAMB step on a batch of real simulator observations
     (augmented, as in training);
   * AU training samples/s: ViCLIP forward + backward + AdamW step on 8-frame front-camera clips;
-  * the full joint step (EE + alignment + u without gradient; and an AU step), in steps/s and samples/s;
+  * the full joint step (EE + alignment + u without gradient, computed on a second thread as train_joint
+    does; and an AU step), in steps/s and samples/s;
+  * the bf16 / fp32 ratio of the mean joint step (EE samples/s);
 and inference latency of MirrorAgent.act per keyframe (incl. preprocessing of the 4-camera observation) and of
 MirrorAgent.recognize per clip, then the forward time of the paper-size ARP and ViCLIP models (batch 1).
 """
@@ -19,6 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -30,31 +34,47 @@ from mirror_policy.augmentation import augment_batch  # noqa: E402
 from mirror_policy.inference import MirrorAgent  # noqa: E402
 from mirror_policy.joint_model import JointModel  # noqa: E402
 from mirror_policy.preprocessing import observation_to_sample  # noqa: E402
-from mirror_policy.training.config import load_train_config  # noqa: E402
+from mirror_policy.training.config import TrainConfig, load_train_config  # noqa: E402
 from mirror_policy.training.data import stack_samples  # noqa: E402
 from mirror_policy.training.optim import build_optimizers  # noqa: E402
+from mirror_policy.training.trainer import VideoFeatureThread, precision_autocast  # noqa: E402
 from sim_bridge.bullet.env import BulletBackend  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 CPU_SECONDS: dict[str, float] = {}
+# Every run times both, interleaved: fp32 is the reference, bf16 what `precision: bf16` trains with.
+COMPARED_PRECISIONS = ("fp32", "bf16")
+PRECISION_NOTES = {"bf16": " (autocast: bf16 matmuls / convolutions; float32 weights, renderer and losses)"}
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, label: str = "") -> float:
-    """Median wall time of ``fn`` in seconds; with ``label``, also record its median process CPU time (all
-    threads) in ``CPU_SECONDS``: on a busy machine wall time is inflated, CPU time much less so."""
+def timed_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time in seconds of each of ``fns``, run round-robin (A, B, A, B, ...) so that a change of
+    load on a shared machine hits every variant alike; each one's median process CPU time (all threads) goes
+    into ``CPU_SECONDS`` under its key: on a busy machine wall time is inflated, CPU time much less so."""
     for _ in range(warmup):
-        fn()
-    times, cpu = [], []
+        for fn in fns.values():
+            fn()
+    wall: dict[str, list[float]] = {key: [] for key in fns}
+    cpu: dict[str, list[float]] = {key: [] for key in fns}
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    if label:
-        CPU_SECONDS[label] = statistics.median(cpu)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - start_cpu)
+    CPU_SECONDS.update({key: statistics.median(values) for key, values in cpu.items()})
+    return {key: statistics.median(values) for key, values in wall.items()}
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds."""
+    seconds = timed_interleaved({"_": fn}, repeats, warmup)["_"]
+    CPU_SECONDS.pop("_")
+    return seconds
 
 
 def simulator_inputs(count: int) -> tuple[list, list[str], list[np.ndarray]]:
@@ -72,8 +92,8 @@ def simulator_inputs(count: int) -> tuple[list, list[str], list[np.ndarray]]:
     return observations, instructions, videos
 
 
-def bench_training(config_path: Path, batch_size: int, repeats: int) -> None:
-    config = load_train_config(config_path, ["data.root=/unused", f"batch_size={batch_size}"])
+def bench_training(config_path: Path, config: TrainConfig, repeats: int) -> None:
+    batch_size = config.batch_size
     torch.manual_seed(0)
     observations, instructions, videos = simulator_inputs(batch_size)
     model = JointModel(config.model_config(sorted(set(instructions)))).train()
@@ -88,63 +108,89 @@ def bench_training(config_path: Path, batch_size: int, repeats: int) -> None:
     clips = torch.from_numpy(np.stack(videos))
     ids = model.tokenizer(instructions, context_length=model.config.viclip.context_length)
     match = torch.tensor([sorted(set(instructions)).index(s) for s in instructions])
+    device = torch.device("cpu")
+    video_thread = VideoFeatureThread()
 
-    def ee_step() -> None:
+    def ee_step(precision: str) -> None:
         optimizers.arp.zero_grad()
-        loss, _ = model.arp(ee)
+        with precision_autocast(precision, device):
+            loss, _ = model.arp(ee)
         loss.backward()
         optimizers.arp.step()
 
-    def au_step() -> None:
+    def au_step(precision: str) -> None:
         optimizers.viclip.zero_grad()
-        model.viclip(clips, ids, match).loss.backward()
+        with precision_autocast(precision, device):
+            loss = model.viclip(clips, ids, match).loss
+        loss.backward()
         optimizers.viclip.step()
 
-    def joint_step(with_au: bool) -> None:
+    def joint_step(precision: str, with_au: bool) -> None:
+        """As JointTrainer.train_step: u of a non-AU step on the second thread, the alignment in float32."""
         for opt in optimizers.named().values():
             opt.zero_grad()
-        loss_ee, info = model.arp(ee)
-        if with_au:
-            out = model.viclip(clips, ids, match)
-            u, loss_au = out.video_features, out.loss
-        else:
-            with torch.no_grad():
-                u = model.viclip.video_features(clips)
-            loss_au = 0.0
-        align = model.alignment(u, info["e"], instructions)
+        video_rng = torch.Generator().manual_seed(0)
+        pending = None if with_au else video_thread.submit(model.viclip, clips, precision, device, video_rng)
+        with precision_autocast(precision, device):
+            loss_ee, info = model.arp(ee)
+            if with_au:
+                out = model.viclip(clips, ids, match, generator=video_rng)
+                u, loss_au = out.video_features.float(), out.loss
+            else:
+                u, loss_au = pending.result(), 0.0
+        align = model.alignment(u, info["e"].float(), instructions)
         (loss_au + config.ee_weight * loss_ee + config.align_weight * align.loss).backward()
         optimizers.arp.step()
         optimizers.alignment.step()
         if with_au:
             optimizers.viclip.step()
 
-    t_ee = timed(ee_step, repeats)
-    t_au = timed(au_step, repeats)
-    t_joint = timed(lambda: joint_step(False), repeats, label="joint")
-    t_joint_au = timed(lambda: joint_step(True), repeats, label="joint_au")
+    steps = {
+        "ee": ee_step,
+        "au": au_step,
+        "joint": lambda precision: joint_step(precision, False),
+        "joint_au": lambda precision: joint_step(precision, True),
+    }
+    fns = {f"{p}/{name}": partial(step, p) for name, step in steps.items() for p in COMPARED_PRECISIONS}
+    t = timed_interleaved(fns, repeats)
     p = config.au_update_prob
-    mean_step = (1 - p) * t_joint + p * t_joint_au
     b = batch_size
     threads = torch.get_num_threads()
     print(
         f"training ({config_path.name}: {model.config.viclip.name} + ARP {arp_cfg.name}, "
-        f"batch {b}, {threads} threads)"
+        f"batch {b}, {threads} threads; {' and '.join(COMPARED_PRECISIONS)} steps timed alternately)"
     )
-    print(f"  EE  ARP fwd+bwd+LAMB          {t_ee * 1e3:8.1f} ms/step  {b / t_ee:7.2f} samples/s")
-    print(f"  AU  ViCLIP fwd+bwd+AdamW      {t_au * 1e3:8.1f} ms/step  {b / t_au:7.2f} samples/s")
-    print(f"  joint step (no AU update)     {t_joint * 1e3:8.1f} ms/step  {b / t_joint:7.2f} EE samples/s")
-    print(f"  joint step (AU update)        {t_joint_au * 1e3:8.1f} ms/step")
-    print(f"  mean joint step (AU p={p:.1f})   {mean_step * 1e3:8.1f} ms/step  "
-          f"{b / mean_step:7.2f} EE samples/s  {p * b / mean_step:6.2f} AU samples/s")  # fmt: skip
+    mean_step, load = {}, os.getloadavg()[0]
+    for precision in COMPARED_PRECISIONS:
+        t_ee, t_au, t_joint, t_joint_au = (t[f"{precision}/{name}"] for name in steps)
+        mean_step[precision] = (1 - p) * t_joint + p * t_joint_au
+        print(f" {precision}{PRECISION_NOTES.get(precision, '')}")
+        print(f"  EE  ARP fwd+bwd+LAMB          {t_ee * 1e3:8.1f} ms/step  {b / t_ee:7.2f} samples/s")
+        print(f"  AU  ViCLIP fwd+bwd+AdamW      {t_au * 1e3:8.1f} ms/step  {b / t_au:7.2f} samples/s")
+        print(
+            f"  joint step (no AU update)     {t_joint * 1e3:8.1f} ms/step  {b / t_joint:7.2f} EE samples/s"
+        )
+        print(f"  joint step (AU update)        {t_joint_au * 1e3:8.1f} ms/step")
+        m = mean_step[precision]
+        print(f"  mean joint step (AU p={p:.1f})   {m * 1e3:8.1f} ms/step  "
+              f"{b / m:7.2f} EE samples/s  {p * b / m:6.2f} AU samples/s")  # fmt: skip
+        cpu_step = (1 - p) * CPU_SECONDS[f"{precision}/joint"] + p * CPU_SECONDS[f"{precision}/joint_au"]
+        idle_low, idle_high = cpu_step / threads, cpu_step / (0.8 * threads)
+        print(
+            f"  process CPU time per mean joint step {cpu_step:.3f} s (all threads; load average "
+            f"{load:.1f}): an otherwise idle machine needs about {idle_low:.2f}-{idle_high:.2f} s/step"
+        )
+    base, new = COMPARED_PRECISIONS
+    speedup = mean_step[base] / mean_step[new]
     print(
-        f"  -> {config.steps} steps of {config_path.name} ~ {config.steps * mean_step / 60:.1f} min "
-        "of training"
+        f" {new} vs {base}: mean joint step {mean_step[base] * 1e3:.1f} -> {mean_step[new] * 1e3:.1f} ms, "
+        f"{b / mean_step[base]:.2f} -> {b / mean_step[new]:.2f} EE samples/s: x{speedup:.2f}"
     )
-    cpu_step = (1 - p) * CPU_SECONDS["joint"] + p * CPU_SECONDS["joint_au"]
-    load = os.getloadavg()[0]
-    idle_low, idle_high = cpu_step / threads, cpu_step / (0.8 * threads)
-    print(f"  process CPU time per mean joint step {cpu_step:.3f} s (all threads; load average {load:.1f}): "
-          f"an otherwise idle machine needs about {idle_low:.2f}-{idle_high:.2f} s/step")  # fmt: skip
+    run_step = mean_step["bf16" if config.precision == "bf16" else "fp32"]
+    print(
+        f"  -> {config.steps} steps of {config_path.name} (precision {config.precision}) ~ "
+        f"{config.steps * run_step / 60:.1f} min of training"
+    )
 
     agent = MirrorAgent(model.eval())
     obs, instruction = observations[0], instructions[0]
@@ -215,12 +261,13 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "config" / "train_cpu_small.yaml")
     parser.add_argument("--batch-size", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: the config's, else 2)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper-size forward passes")
     parser.add_argument("--large", action="store_true", help="also time ViCLIP-L/14 (~1.7 GB of weights)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    bench_training(args.config, args.batch_size, args.repeats)
+    config = load_train_config(args.config, ["data.root=/unused", f"batch_size={args.batch_size}"])
+    torch.set_num_threads(args.threads or config.threads or 2)
+    bench_training(args.config, config, args.repeats)
     if not args.skip_paper:
         bench_paper(max(1, args.repeats // 2), args.large)
 

@@ -22,14 +22,20 @@ from .transformer_layers import LayerNorm, Transformer, clip_init_scale
 from .video_input import prepare_video
 
 
-def random_keep_indices(batch: int, length: int, masking_ratio: float, device: torch.device) -> torch.Tensor:
+def random_keep_indices(
+    batch: int,
+    length: int,
+    masking_ratio: float,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Indices of the tokens kept per sample, in their original order.
 
     Exactly `int(masking_ratio * length)` tokens are dropped per sample, chosen uniformly (argsort of noise),
-    as in ViCLIP pre-training.
+    as in ViCLIP pre-training; `generator` is the random stream (default: torch's global one).
     """
     keep = length - int(masking_ratio * length)
-    noise = torch.rand(batch, length, device=device)
+    noise = torch.rand(batch, length, device=device, generator=generator)
     return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
 
 
@@ -70,8 +76,12 @@ class VisionTransformer(nn.Module):
         self.masking_ratio = config.masking_ratio
 
     def embed_tokens(self, video: torch.Tensor) -> torch.Tensor:
-        """Normalised `(B, T, 3, S, S)` -> patch tokens with position and time added, `(B, N*T, D)`."""
-        x = self.conv1(video.permute(0, 2, 1, 3, 4))  # (B, D, T, g, g)
+        """Normalised `(B, T, 3, S, S)` -> patch tokens with position and time added, `(B, N*T, D)`.
+
+        The tokens take the parameters' dtype: under bf16 autocast only the matmuls run in bf16, the
+        residual stream stays float32.
+        """
+        x = self.conv1(video.permute(0, 2, 1, 3, 4)).to(self.positional_embedding.dtype)  # (B, D, T, g, g)
         batch, width, frames = x.shape[:3]
         x = x.flatten(3).permute(0, 3, 2, 1)  # (B, N, T, D): patch-major, frame-minor
         x = x + self.positional_embedding[1:].unsqueeze(1).to(x.dtype)
@@ -79,16 +89,19 @@ class VisionTransformer(nn.Module):
             x = x + self.temporal_positional_embedding.to(x.dtype)  # (1, T, D) broadcasts over N
         return x.reshape(batch, -1, width)
 
-    def forward(self, video: torch.Tensor, masking_ratio: float = 0.0) -> torch.Tensor:
-        """Pooled, projected clip feature `(B, embed_dim)`, not normalised."""
+    def forward(
+        self, video: torch.Tensor, masking_ratio: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Pooled, projected clip feature `(B, embed_dim)`, not normalised; `generator` drives the masking
+        and stochastic depth (default: torch's global random stream)."""
         tokens = self.embed_tokens(video)
         batch, length, width = tokens.shape
         if masking_ratio > 0.0:
-            keep = random_keep_indices(batch, length, masking_ratio, tokens.device)
+            keep = random_keep_indices(batch, length, masking_ratio, tokens.device, generator)
             tokens = tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, width))
         cls = (self.class_embedding + self.positional_embedding[0]).to(tokens.dtype).expand(batch, 1, width)
         x = self.ln_pre(torch.cat([cls, tokens], dim=1))
-        x = self.ln_post(self.transformer(x))
+        x = self.ln_post(self.transformer(x, generator=generator))
         return x[:, 0] @ self.proj
 
 
@@ -210,23 +223,27 @@ class ViCLIP(nn.Module):
         param = self.vision_encoder.proj
         return prepare_video(frames, self.config, device=param.device, dtype=param.dtype)
 
-    def video_features(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def video_features(
+        self, frames: torch.Tensor | np.ndarray, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """u, the video feature that the mirror alignment maps into the shared space: `(B, embed_dim)`.
 
         It is the video encoder's output as ViCLIP defines it: the CLS token after `ln_post`, projected
         by `proj` into the joint video-text space, before L2 normalisation. The paper takes "the output
         feature of the video encoder as u" (Sec. 3); this is that output, and it is the same vector the
         AU loss normalises, so the alignment shapes exactly the representation used for recognition.
-        In training mode the clip is masked (`masking_ratio`), as in the AU forward pass.
+        In training mode the clip is masked (`masking_ratio`), as in the AU forward pass; `generator` is the
+        random stream of that masking and of stochastic depth (default: torch's global one; a private one
+        keeps a run reproducible when this runs on another thread, as in joint training).
         """
         video = self.preprocess_video(frames)
         ratio = self.masking_ratio if self.training else 0.0
-        return self.vision_encoder(video, masking_ratio=ratio)
+        return self.vision_encoder(video, masking_ratio=ratio, generator=generator)
 
     def encode_video(self, frames: torch.Tensor | np.ndarray, normalize: bool = True) -> torch.Tensor:
         """Video embedding `(B, embed_dim)`, L2-normalised unless `normalize=False` (then it equals u)."""
         features = self.video_features(frames)
-        return F.normalize(features, dim=-1) if normalize else features
+        return F.normalize(features.float(), dim=-1) if normalize else features
 
     def check_token_ids(self, token_ids: torch.Tensor) -> torch.Tensor:
         if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 2 or token_ids.shape[0] == 0:
@@ -246,11 +263,13 @@ class ViCLIP(nn.Module):
     def encode_text(self, token_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Text embedding `(N, embed_dim)` from `(N, L)` token ids (start/end tokens included, 0-padded)."""
         features = self.text_encoder(self.check_token_ids(token_ids))
-        return F.normalize(features, dim=-1) if normalize else features
+        return F.normalize(features.float(), dim=-1) if normalize else features
 
     def similarity_logits(self, video_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """cos / temperature for already-normalised embeddings: `(B_video, N_text)`."""
-        return self.logit_scale.to(video_embeds.dtype) * video_embeds @ text_embeds.t()
+        """cos / temperature for already-normalised embeddings: `(B_video, N_text)`, float32 also inside a
+        bf16 autocast region (at a logit scale of up to 100, bf16 rounding would move logits by ~0.4)."""
+        with torch.autocast(video_embeds.device.type, enabled=False):
+            return self.logit_scale.float() * video_embeds.float() @ text_embeds.float().t()
 
     def forward(
         self,
@@ -258,6 +277,7 @@ class ViCLIP(nn.Module):
         token_ids: torch.Tensor,
         match_ids: torch.Tensor | None = None,
         text_targets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> ViCLIPOutput:
         """Video-text InfoNCE on a batch of paired clips and instructions (the paper's AU loss).
 
@@ -266,15 +286,16 @@ class ViCLIP(nn.Module):
 
         With `text_targets` (`(B,)` indices into `token_ids`), `token_ids` is instead a set of candidate texts
         (e.g. the whole instruction vocabulary) and the loss is each clip's cross-entropy over all of them:
-        every other instruction is a negative, even when the batch is too small to hold it.
+        every other instruction is a negative, even when the batch is too small to hold it. `generator`: as
+        in `video_features`.
         """
         token_ids = self.check_token_ids(token_ids)
-        video_features = self.video_features(frames)
+        video_features = self.video_features(frames, generator)
         if text_targets is None and token_ids.shape[0] != video_features.shape[0]:
             raise InvalidTokensError(
                 f"need one text per clip: {video_features.shape[0]} clips, {token_ids.shape[0]} texts"
             )
-        video_embeds = F.normalize(video_features, dim=-1)
+        video_embeds = F.normalize(video_features.float(), dim=-1)
         text_embeds = self.encode_text(token_ids)
         logits = self.similarity_logits(video_embeds, text_embeds)
         if text_targets is None:

@@ -1,8 +1,9 @@
 """The CLIP pre-LN transformer, with parameter names that match OpenAI CLIP / ViCLIP state dicts.
 
 Sequences are batch-first here (upstream is sequence-first); names do not depend on the layout, so the
-official weights load unchanged. Attention uses `scaled_dot_product_attention` on the packed q/k/v
-projection that `nn.MultiheadAttention` stores as `in_proj_weight` / `in_proj_bias`.
+official weights load unchanged. Attention (:func:`attention`: `scaled_dot_product_attention`, or an unfused
+path where that is faster) runs on the packed q/k/v projection that `nn.MultiheadAttention` stores as
+`in_proj_weight` / `in_proj_bias`.
 """
 
 from __future__ import annotations
@@ -40,15 +41,76 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = float(drop_prob)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``generator``: the random stream of the sample mask (default: torch's global one)."""
         if not self.training or self.drop_prob == 0.0:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep, generator=generator)
         return x * mask / keep
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+_DROPOUT_BITS = 15  # resolution of the keep probability: p is rounded to a multiple of 2^-15
+_LANES = 4  # 15-bit draws per int64 from random_() (63 random bits)
+
+
+def dropout_keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask, True with probability 1 - p (p rounded to a multiple of 2^-15), from the global generator.
+
+    Why: ``bernoulli_`` draws one double per element and made attention dropout cost more than the attention
+    itself on CPU. Here each int64 of ``random_()`` (uniform in [0, 2^63)) is cut into four 15-bit lanes,
+    4x cheaper; the rounding of p (< 2e-5) is immaterial.
+    """
+    count = math.prod(shape)
+    words = torch.empty((count + _LANES - 1) // _LANES, dtype=torch.int64, device=device).random_()
+    lanes = words.view(torch.int16).bitwise_and_((1 << _DROPOUT_BITS) - 1)[:count]
+    return (lanes >= round(p * (1 << _DROPOUT_BITS))).view(shape)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention of (B, H, T, d) tensors; ``mask`` is boolean, True = may attend.
+
+    ``F.scaled_dot_product_attention`` where its fused kernel is the fastest (float32, no dropout), else an
+    unfused path: with dropout torch's CPU backend falls back to an unfused path of its own, with a slow
+    ``bernoulli_`` mask and a "safe" softmax that scans for fully masked rows, and for bf16 inputs on CPU
+    (bf16 autocast) its flash kernel is slower than two bf16 matmuls and a softmax (1.7x in forward + backward
+    at ViCLIP cpu_tiny's 257 tokens). The unfused path adds the mask as a bias inside the scores' matmul,
+    keeps the (T, T) maps in the matmul dtype (the softmax kernel accumulates in float32 either way; casting
+    the maps to float32 and back cost more than the attention), draws the dropout mask with
+    :func:`dropout_keep_mask` and applies 1 / (1 - p) to the (T, d) output. Every query must see at least one
+    key (true of every mask in ViCLIP and ARP).
+    """
+    if dropout_p == 0.0 and not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    *batch, length, dim = q.shape
+    keys = k.shape[-2]
+    if causal:
+        lower = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
+        mask = lower if mask is None else mask & lower
+    q3, k3, v3 = (x.reshape(-1, x.shape[-2], x.shape[-1]) for x in (q, k, v))
+    scale = 1.0 / math.sqrt(dim)
+    if mask is None:
+        scores = torch.bmm(q3 * scale, k3.transpose(1, 2))
+    else:  # an additive bias inside the matmul: no masking pass over the maps, nothing to back-propagate
+        mask = mask.reshape((1,) * (q.dim() - mask.dim()) + tuple(mask.shape))
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, -math.inf)
+        bias = bias.expand(*batch, mask.shape[-2], keys).reshape(-1, mask.shape[-2], keys)
+        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)
+    probs = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        probs = torch.where(dropout_keep_mask(tuple(probs.shape), dropout_p, probs.device), probs, 0.0)
+    out = torch.bmm(probs, v3).view(*batch, length, v.shape[-1])
+    return out * (1.0 / (1.0 - dropout_p)) if dropout_p > 0.0 else out
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -66,7 +128,7 @@ class MultiheadSelfAttention(nn.Module):
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+        out = attention(qkv[0], qkv[1], qkv[2], causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -88,9 +150,11 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = LayerNorm(width, eps=1e-5)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.ln_1(x), causal=causal))
-        return x + self.drop_path(self.mlp(self.ln_2(x)))
+    def forward(
+        self, x: torch.Tensor, causal: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.ln_1(x), causal=causal), generator)
+        return x + self.drop_path(self.mlp(self.ln_2(x)), generator)
 
 
 class Transformer(nn.Module):
@@ -101,9 +165,12 @@ class Transformer(nn.Module):
         rates = [drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, r) for r in rates)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, causal: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``generator``: the random stream of stochastic depth (default: torch's global one)."""
         for block in self.resblocks:
-            x = block(x, causal=causal)
+            x = block(x, causal=causal, generator=generator)
         return x
 
     @torch.no_grad()

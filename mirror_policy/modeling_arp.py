@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mirror_perception.transformer_layers import attention
 from mirror_policy.action_tokens import action_to_labels, labels_to_action
 from mirror_policy.configuration_arp import ARPConfig
 from mirror_policy.modeling_mvt import MultiViewTransformer
@@ -116,9 +117,7 @@ class Attention(nn.Module):
         h = self.heads
         q = self.q(x).view(b, t, h, d // h).transpose(1, 2)
         k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -183,7 +182,8 @@ class ConvexUpsampleHeatmapHead(nn.Module):
     """Query (D) x feature map (D, S, S) -> (S*f, S*f) logits by RAFT-style convex upsampling (f = patch).
 
     A value branch predicts one logit per patch; a mask branch predicts, for each of the f x f sub-pixels,
-    softmax weights over the 3 x 3 neighbouring patch logits (scaled by 0.1 as in RAFT / RVT-2).
+    softmax weights over the 3 x 3 neighbouring patch logits (scaled by 0.1 as in RAFT / RVT-2). The convs
+    follow autocast; the softmax and the convex combination run in float32, so the heatmap logits are float32.
     """
 
     def __init__(self, dim: int, hidden: int, factor: int) -> None:
@@ -204,9 +204,9 @@ class ConvexUpsampleHeatmapHead(nn.Module):
         """query (N, D), features (N, D, S, S) -> logits (N, S*f, S*f)."""
         n, _, s, _ = features.shape
         f = self.factor
-        x = features * query[:, :, None, None]
-        value = self.value(x)  # (N, 1, S, S)
-        weights = (0.1 * self.mask(x)).view(n, 9, f, f, s, s).softmax(dim=1)
+        x = features * query[:, :, None, None].to(features.dtype)  # bf16 features: no cast before the convs
+        value = self.value(x).float()  # (N, 1, S, S)
+        weights = (0.1 * self.mask(x).float()).view(n, 9, f, f, s, s).softmax(dim=1)
         neighbours = F.unfold(value, 3, padding=1).view(n, 9, 1, 1, s, s)
         up = (weights * neighbours).sum(dim=1)  # (N, f, f, S, S)
         return up.permute(0, 3, 1, 4, 2).reshape(n, s * f, s * f)
@@ -262,7 +262,12 @@ class ChunkingCausalTransformer(nn.Module):
     # ----------------------------------------------------------------- action tokens (self blocks)
     @staticmethod
     def prompt_tokens(features: Tensor, plane: Tensor) -> Tensor:
-        """(B, 6, D): features bilinearly sampled at each view's (col, row) plane point + each view's max."""
+        """(B, 6, D): features bilinearly sampled at each view's (col, row) plane point + each view's max.
+
+        Float32 whatever the autocast dtype of ``features``: these tokens start the x* stream, and the
+        sampling point must not be rounded to bf16.
+        """
+        features = features.float()
         B, V, D = features.shape[:3]
         grid = plane.reshape(B * V, 1, 1, 2).to(features.dtype)
         sampled = F.grid_sample(features.flatten(0, 1), grid, align_corners=False, padding_mode="border")
@@ -298,9 +303,10 @@ class ChunkingCausalTransformer(nn.Module):
         return self.final_norm(x[:, Ts:])
 
     def action_heads(self, hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Query outputs (B, 5, D) at slots 12..16 -> rotation (B, 3, bins), grip (B, 2), collision (B, 2)."""
+        """Query outputs (B, 5, D) at slots 12..16 -> rotation (B, 3, bins), grip (B, 2), collision (B, 2)
+        logits, float32 also under autocast (they feed the cross-entropies)."""
         rot = torch.stack([head(hat[:, i]) for i, head in enumerate(self.rotation_heads)], dim=1)
-        return rot, self.grip_head(hat[:, 3]), self.collision_head(hat[:, 4])
+        return rot.float(), self.grip_head(hat[:, 3]).float(), self.collision_head(hat[:, 4]).float()
 
     def teacher_forced(self, prompt: Tensor, rotation_bins_in: Tensor) -> Tensor:
         """All five action queries in one pass, given (possibly noised) true rotation bins. -> (B, 5, D)."""
@@ -324,8 +330,9 @@ class ChunkingCausalTransformer(nn.Module):
 
 
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean over leading dims of -sum(target * log_softmax(logits)) over the last two (pixel) dims."""
-    logp = F.log_softmax(logits.flatten(-2), dim=-1)
+    """Mean over leading dims of -sum(target * log_softmax(logits)) over the last two (pixel) dims, in
+    float32 (a bf16 log-softmax over 4096 pixels would lose the loss's small differences)."""
+    logp = F.log_softmax(logits.flatten(-2).float(), dim=-1)
     return -(target.flatten(-2) * logp).sum(-1).mean()
 
 

@@ -11,8 +11,9 @@ Pipeline (research/arp.md section 3) for R x R views and patch size P (T = (R/P)
    are masked out as keys).
 5. Drop the language tokens, Linear attn_dim -> out_dim, and reshape to (B, 3, out_dim, R/P, R/P).
 
-Attention uses ``F.scaled_dot_product_attention``; the feed-forward is GEGLU (dim -> 2 * mult * dim, gate,
--> dim).
+Attention is :func:`mirror_perception.transformer_layers.attention` (``F.scaled_dot_product_attention`` or
+an unfused path where that is faster: dropout, bf16 on CPU); the feed-forward is GEGLU (dim -> 2 * mult *
+dim, gate, -> dim).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mirror_perception.transformer_layers import attention
 from mirror_policy.configuration_arp import ARPConfig
 from mirror_policy.renderer import NUM_VIEW_CHANNELS, NUM_VIEWS
 
@@ -38,9 +40,7 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, t, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, t, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(qkv[0], qkv[1], qkv[2], mask, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
 
 

@@ -60,9 +60,29 @@ _VIEW_ROTATIONS = torch.tensor(
 )
 
 
+# Every view rotation is a signed axis permutation: component i of view v is
+# _VIEW_SIGNS[v, i] * q[_VIEW_AXES[v, i]]. Projecting by indexing instead of a matrix product is exact in any
+# dtype and untouched by autocast (a bf16 matmul would round pixel coordinates and depths).
+_VIEW_AXES = _VIEW_ROTATIONS.abs().argmax(dim=-1)  # (V, 3)
+_VIEW_SIGNS = _VIEW_ROTATIONS.gather(-1, _VIEW_AXES[..., None])[..., 0]  # (V, 3)
+
+
 def view_rotations(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """(3, 3, 3) rotations mapping cube coordinates to (column, row, depth direction) of each view."""
     return _VIEW_ROTATIONS.to(device=device, dtype=dtype)
+
+
+def view_components(points_cube: Tensor, dim: int = -1) -> Tensor:
+    """(col_c, row_c, d_c) of every view: the coordinate axis ``dim`` (size 3) becomes two axes (V, 3).
+
+    ``dim`` lets the renderer keep points last ((B, 3, N) -> (B, V, 3, N)) so its per-point math runs on
+    contiguous rows.
+    """
+    dim = dim % points_cube.dim()
+    local = points_cube.index_select(dim, _VIEW_AXES.flatten().to(points_cube.device))
+    shape = (*local.shape[:dim], NUM_VIEWS, 3, *local.shape[dim + 1 :])
+    signs = _VIEW_SIGNS.to(device=points_cube.device, dtype=points_cube.dtype)
+    return local.view(shape) * signs.view(NUM_VIEWS, 3, *([1] * (points_cube.dim() - dim - 1)))
 
 
 # --------------------------------------------------------------------------- frames
@@ -116,8 +136,7 @@ def cube_to_view(points_cube: Tensor) -> tuple[Tensor, Tensor]:
         plane: (..., V, 2) plane coordinates (col_c, row_c) in [-1, 1] for points inside the cube.
         depth: (..., V) distance from each view's camera face, cube units, in [0, 2] inside the cube.
     """
-    rot = view_rotations(points_cube.device, points_cube.dtype)
-    local = torch.einsum("vij,...j->...vi", rot, points_cube)
+    local = view_components(points_cube)
     return local[..., :2], 1.0 + local[..., 2]
 
 
@@ -132,8 +151,11 @@ def pixel_to_plane(pixel: Tensor, resolution: int) -> Tensor:
 
 
 def pixel_index(plane: Tensor, resolution: int) -> Tensor:
-    """Integer pixel (column, row) that a plane coordinate falls in, clamped to the image."""
-    return torch.floor((plane + 1.0) * (resolution / 2.0)).long().clamp(0, resolution - 1)
+    """Integer pixel (column, row) that a (non-NaN) plane coordinate falls in, clamped to the image.
+
+    Clamped before the conversion to int64: integer clamping was the renderer's slowest per-point op.
+    """
+    return torch.floor((plane + 1.0) * (resolution / 2.0)).clamp_(0, resolution - 1).long()
 
 
 def project(points_cube: Tensor, resolution: int) -> tuple[Tensor, Tensor]:
@@ -146,8 +168,10 @@ def view_to_cube(view: int, pixel: Tensor, depth: Tensor, resolution: int) -> Te
     """Lift continuous pixel coordinates (..., 2) = (u, v) and depth (...) of view ``view`` to cube points."""
     plane = pixel_to_plane(pixel, resolution)
     local = torch.cat([plane, (depth - 1.0).unsqueeze(-1)], dim=-1)
-    rot = view_rotations(pixel.device, pixel.dtype)[view]
-    return local @ rot  # rot is orthonormal: q = rot^T local
+    # q[axis_i] = sign_i * local_i (the inverse of a signed permutation), exact like view_components
+    inverse = _VIEW_AXES[view].argsort().to(pixel.device)
+    signs = _VIEW_SIGNS[view].to(device=pixel.device, dtype=local.dtype)
+    return (local * signs)[..., inverse]
 
 
 def lift_heatmaps(probabilities: Tensor) -> Tensor:
@@ -253,41 +277,51 @@ class VirtualViewRenderer:
         B, N, _ = points_cube.shape
         V, R, dev = NUM_VIEWS, self.resolution, points_cube.device
         points_cube = points_cube.float()
-        keep = torch.isfinite(points_cube).all(-1) & (points_cube.abs() <= 1.0).all(-1)
+        # Points last, (B, 3, N): every per-point tensor below is a set of contiguous rows (a (..., N, 2)
+        # layout made the elementwise ops several times slower). Only indexing and elementwise ops follow,
+        # so a caller's bf16 autocast region leaves this float32 math alone.
+        points_t = points_cube.transpose(1, 2).contiguous()
+        keep = points_t.abs().amax(dim=1) <= 1.0  # inside the cube; False for NaN and inf too
         if valid is not None:
             keep = keep & valid
-        plane, depth = cube_to_view(torch.where(keep[..., None], points_cube, torch.zeros_like(points_cube)))
-        plane, depth = plane.permute(0, 2, 1, 3), depth.permute(0, 2, 1)  # (B, V, N, 2), (B, V, N)
+        local = view_components(torch.where(keep[:, None], points_t, 0.0), dim=1)  # (B, V, 3, N)
+        plane, depth = local[:, :, :2], 1.0 + local[:, :, 2]  # (B, V, 2, N) = (col_c, row_c), (B, V, N)
         pix = pixel_index(plane, R)
         n_pix = B * V * R * R
         lin = ((torch.arange(B, device=dev).view(B, 1, 1) * V + torch.arange(V, device=dev).view(1, V, 1)) * R
-               + pix[..., 1]) * R + pix[..., 0]  # fmt: skip
+               + pix[:, :, 1]) * R + pix[:, :, 0]  # fmt: skip
         # Culled points go to an extra "dump" pixel instead of being compacted out (no nonzero / index).
-        lin = torch.where(keep[:, None, :], lin, torch.full_like(lin, n_pix)).reshape(-1)
+        lin = torch.where(keep[:, None, :], lin, n_pix).reshape(-1)
         depth_flat = depth.reshape(-1)
         flat_id = torch.arange(B * V * N, device=dev)
 
         zbuf = torch.full((n_pix + 1,), math.inf, device=dev)
         zbuf.scatter_reduce_(0, lin, depth_flat, reduce="amin", include_self=True)
-        nearest_id = torch.where(depth_flat == zbuf[lin], flat_id, torch.full_like(flat_id, -1))
+        nearest_id = torch.where(depth_flat == zbuf[lin], flat_id, -1)
         winner = torch.full((n_pix + 1,), -1, dtype=torch.long, device=dev)
         winner.scatter_reduce_(0, lin, nearest_id, reduce="amax", include_self=True)
         winner = winner[:n_pix].view(B * V, R, R)
         zbuf = zbuf[:n_pix]
 
-        winner = self._splat(winner, zbuf.view(B * V, R, R), plane_to_pixel(plane, R).reshape(-1, 2))
+        pixel = plane_to_pixel(plane, R)
+        winner = self._splat(
+            winner, zbuf.view(B * V, R, R), pixel[:, :, 0].reshape(-1), pixel[:, :, 1].reshape(-1)
+        )
         return self._assemble(winner.view(B, V, R, R), points_cube, rgb.float(), depth_flat, N)
 
-    def _splat(self, winner: Tensor, zbuf: Tensor, pixel_flat: Tensor) -> Tensor:
-        """Give each pixel the nearest neighbouring z-buffer winner whose splat disc covers its centre."""
+    def _splat(self, winner: Tensor, zbuf: Tensor, u_flat: Tensor, v_flat: Tensor) -> Tensor:
+        """Give each pixel the nearest neighbouring z-buffer winner whose splat disc covers its centre.
+
+        ``u_flat`` / ``v_flat``: continuous pixel coordinates of every (sample, view, point), flat.
+        """
         if not self._offsets:
             return winner
         R = self.resolution
         pad = max(max(abs(dy), abs(dx)) for dy, dx in self._offsets)
         has = winner >= 0
         safe = winner.clamp(min=0)
-        pu = torch.where(has, pixel_flat[safe, 0], torch.zeros_like(zbuf))
-        pv = torch.where(has, pixel_flat[safe, 1], torch.zeros_like(zbuf))
+        pu = torch.where(has, u_flat[safe], 0.0)
+        pv = torch.where(has, v_flat[safe], 0.0)
         z_pad = F.pad(zbuf, (pad, pad, pad, pad), value=math.inf)
         w_pad = F.pad(winner, (pad, pad, pad, pad), value=-1)
         u_pad = F.pad(pu, (pad, pad, pad, pad))

@@ -102,8 +102,10 @@ def test_config_file_overrides_and_flags_are_applied_in_order(tmp_path: Path) ->
 def test_shipped_configs_parse_and_build() -> None:
     small = load_train_config(REPO / "config" / "train_cpu_small.yaml", ["data.root=/data"])
     assert (small.viclip["preset"], small.arp["preset"], small.align_weight, small.au_update_prob) == (
-        "cpu_tiny", "cpu_tiny", 0.5, 0.2)  # fmt: skip
+        "cpu_tiny", "cpu_tiny", 0.5, 0.5)  # fmt: skip
+    assert (small.au_negatives, small.precision, small.threads) == ("vocabulary", "bf16", 1)
     paper = load_train_config(REPO / "config" / "train_paper.yaml", ["data.root=/data"])
+    assert paper.au_update_prob == 0.2 and paper.au_negatives == "batch"  # the paper's recipe
     assert paper.batch_size * 2 == 192 and paper.steps == 80000 and paper.optim.arp_lr_per_sample == 1.25e-5
     assert paper.optim.video_lr == 1e-5 and paper.optim.text_lr_ratio == 0.05 and paper.optim.align_lr == 1e-4
     joint = paper.model_config(["push the maroon button"])

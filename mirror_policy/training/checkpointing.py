@@ -39,7 +39,8 @@ LATEST_NAME = "latest"
 FINAL_DIR = "final"
 SPLIT_NAME = "split.json"  # <run>/split.json: the train / held-out episodes
 STATE_VERSION = 1
-# Settings that may differ when resuming: where and how often things are written, how data is loaded.
+# Settings that may differ when resuming: where and how often things are written, how data is loaded, what
+# computes (device, threads, precision: weights, optimizer states and checkpoints are float32 under any).
 RESUME_FREE_KEYS = frozenset(
     {
         "out",
@@ -50,6 +51,7 @@ RESUME_FREE_KEYS = frozenset(
         "keep_checkpoints",
         "device",
         "threads",
+        "precision",
         "data.root",
         "data.cache",
         "data.num_workers",

@@ -33,8 +33,10 @@ class TrainConfigError(ValueError):
 SAMPLING_MODES = ("peract", "keyframes")
 AU_NEGATIVES = ("batch", "vocabulary")
 # tf32: float32 weights and activations with TensorFloat-32 matmuls/convolutions on CUDA (same as fp32 on
-# CPU). Mixed precision (autocast) is not offered: ARP's point renderer fails under autocast.
-PRECISIONS = ("fp32", "tf32")
+# CPU). bf16: the ARP and ViCLIP forward passes run under bfloat16 autocast (matmuls and convolutions in
+# bf16; the renderer, softmaxes, losses and the alignment stay float32); weights, gradients, optimizer
+# states and checkpoints stay float32 (see trainer.precision_autocast).
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass

@@ -47,6 +47,7 @@ STREAM_AU_STEP = 2
 STREAM_AUGMENT = 3
 STREAM_MODEL = 4
 STREAM_EVAL = 5
+STREAM_VIDEO = 6  # ViCLIP's token masking / stochastic depth (it runs on a thread of its own)
 
 
 class TrainingDataError(DatasetError):

@@ -81,6 +81,15 @@ def split_weight_decay(named: list[tuple[str, torch.nn.Parameter]]) -> tuple[lis
     return decay, no_decay
 
 
+def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused AdamW kernel can step these parameters (CPU and CUDA floating tensors).
+
+    Why fused: one pass over each tensor instead of a dozen temporaries; for ViCLIP's 49408-row token
+    embedding the unfused step allocated and touched ~25 MB per temporary and cost ~0.1 s per AU step on CPU.
+    """
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+
+
 def build_optimizers(model: JointModel, config: TrainConfig, world_size: int) -> JointOptimizers:
     """Optimizers for the parts that train in this run (see module doc)."""
     o = config.optim
@@ -97,11 +106,13 @@ def build_optimizers(model: JointModel, config: TrainConfig, world_size: int) ->
                 decay, no_decay = split_weight_decay(params)
                 groups.append({"params": decay, "base_lr": base_lr, "name": name})
                 groups.append({"params": no_decay, "base_lr": base_lr, "name": name, "weight_decay": 0.0})
+            groups = [g for g in groups if g["params"]]
             viclip_opt = AdamW(
-                [g for g in groups if g["params"]],
+                groups,
                 lr=o.video_lr,
                 betas=(o.viclip_betas[0], o.viclip_betas[1]),
                 weight_decay=o.viclip_weight_decay,
+                fused=fused_adamw_supported([p for g in groups for p in g["params"]]),
             )
         arp_lr = o.arp_lr_per_sample * config.batch_size * world_size
         arp_opt = Lamb(
@@ -112,10 +123,12 @@ def build_optimizers(model: JointModel, config: TrainConfig, world_size: int) ->
             weight_decay=o.arp_weight_decay,
         )
     if config.align_weight > 0:
+        heads = list(model.alignment.parameters())
         align_opt = AdamW(
-            [{"params": list(model.alignment.parameters()), "base_lr": o.align_lr, "name": "lr/alignment"}],
+            [{"params": heads, "base_lr": o.align_lr, "name": "lr/alignment"}],
             lr=o.align_lr,
             weight_decay=o.align_weight_decay,
+            fused=fused_adamw_supported(heads),
         )
     return JointOptimizers(viclip_opt, arp_opt, align_opt)
 

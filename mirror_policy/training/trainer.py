@@ -8,15 +8,18 @@ Per step (rank ``r``, step ``s``):
 3. AU: with probability ``au_update_prob`` (a Bernoulli draw seeded by the step, identical on all ranks) the
    step is an *AU step*: ViCLIP's video-text InfoNCE L_AU is computed, its video feature is u and ViCLIP's
    optimizer steps. Otherwise u comes from the same (masked, training-mode) video forward but without
-   gradient, so ViCLIP is not updated. Supplement C.3 sets the "learning frequency of action recognition
-   to 20%" to balance the training pace; we read that as ViCLIP learning on 20% of steps while the
-   alignment (which needs u) and ARP learn on every step, so e is pulled towards u at every step.
+   gradient, so ViCLIP is not updated; that forward runs on a second thread while ARP's runs
+   (:class:`VideoFeatureThread`), its masking drawn from its own per-step random stream. Supplement C.3
+   sets the "learning frequency of action recognition to 20%" to balance the training pace; we read that as
+   ViCLIP learning on 20% of steps while the alignment (which needs u) and ARP learn on every step, so e is
+   pulled towards u at every step.
 4. Alignment: bidirectional InfoNCE on (u_i, e_i) with same-key positives. With ``align_weight == 0`` it is
    still computed, without gradient, for logging, so the no-mirror baseline runs exactly the same forward
    passes and random draws and differs only in the loss.
 5. One backward of the weighted sum; LAMB for ARP, AdamW for the heads and (AU steps) for ViCLIP.
 
 Probing (paper Sec. 2) freezes ViCLIP and ARP in eval mode and trains freshly initialised T_u / T_e only.
+``precision: bf16`` runs the ARP and ViCLIP forward passes under bf16 autocast (:func:`precision_autocast`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import logging
 import math
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mirror_perception.checkpoint import load_official_checkpoint
 from mirror_perception.errors import CheckpointError
+from mirror_perception.modeling_viclip import ViCLIP
 from mirror_perception.recognition import InstructionRecognizer
 from mirror_policy.alignment import alignment_recall_at_1, mutual_information_lower_bound
 from mirror_policy.joint_model import JointModel
@@ -45,6 +51,7 @@ from mirror_policy.training.config import TrainConfig, TrainConfigError
 from mirror_policy.training.data import (
     STREAM_AU_STEP,
     STREAM_MODEL,
+    STREAM_VIDEO,
     EpisodeStore,
     PairedBatch,
     PairedBatchBuilder,
@@ -63,6 +70,57 @@ from mirror_policy.training.optim import build_optimizers, clip_gradients
 from sim_bridge.serialization import atomic_write, write_json
 
 log = logging.getLogger(__name__)
+
+
+def precision_autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """The context of the training forward passes: bf16 autocast for ``precision == "bf16"``, else none.
+
+    Autocast lowers only the compute (matmuls, convolutions) to bf16; the parameters stay float32 master
+    weights, so gradients, optimizer states and checkpoints are float32 whatever the precision and a run
+    resumes (or its checkpoints load) under any precision. Where bf16 would hurt (the point renderer, the
+    heatmap / rotation / InfoNCE losses and their softmaxes) the models compute in float32 themselves.
+    """
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class VideoFeatureThread:
+    """Computes u (ViCLIP's video feature, without gradient) on a second thread while ARP trains.
+
+    Why: the tiny CPU models cannot use two intra-op threads (the OpenMP hand-off per small op costs more than
+    it saves), but the u of a non-AU step does not depend on ARP's forward pass, so the second core computes
+    it meanwhile (~15% off such a step on the 2-core machine). Its randomness (token masking, stochastic
+    depth) comes from the ``generator`` given, not torch's global stream, so results do not depend on the
+    threads' timing. The caller must not change ViCLIP's weights or modes until the result is taken.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-features")
+
+    def submit(
+        self,
+        viclip: ViCLIP,
+        clips: Tensor,
+        precision: str,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> Future[Tensor]:
+        """Start ``viclip.video_features(clips)`` in float32 (grad mode and autocast are per thread, so both
+        are set here); ``.result()`` gives u."""
+
+        def work() -> Tensor:
+            with torch.no_grad(), precision_autocast(precision, device):
+                return viclip.video_features(clips, generator).float()
+
+        return self._pool.submit(work)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX); without them bf16 autocast is
+    emulated and slower than float32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu helpers
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def is_au_step(seed: int, step: int, probability: float) -> bool:
@@ -84,6 +142,8 @@ class JointTrainer:
         self.start_step = 0
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        if config.precision == "bf16" and self.device.type == "cpu" and not native_cpu_bf16():
+            log.warning("precision bf16 on a CPU without bf16 instructions: expect it slower than fp32")
         if self.device.type == "cuda":
             tf32 = config.precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -153,6 +213,7 @@ class JointTrainer:
         if config.probe:
             self._prepare_probe()
         self.optimizers = build_optimizers(self.model, config, dist.world_size)
+        self.video_thread = VideoFeatureThread()
         if resume_checkpoint is not None:
             self._restore(resume_checkpoint)
         self._wrap_distributed()
@@ -305,21 +366,27 @@ class JointTrainer:
         ee = self._ee_batch(batch)
         clips = batch.clips.to(self.device, non_blocking=True)
         total = torch.zeros((), device=self.device)
-        if c.probe:
-            with torch.no_grad():
-                loss_ee, info = self.model.arp(ee)
-        else:
-            loss_ee, info = self.arp_module(ee)
-            total = total + c.ee_weight * loss_ee
-        e = info["e"].float()
-        if au_step:
-            out = self.viclip_module(clips, *self._au_texts(batch.au_instructions))
-            u = out.video_features.float()
-            total = total + out.loss
-            metrics["loss/au"] = float(out.loss.detach())
-        else:
-            with torch.no_grad():
-                u = self.model.viclip.video_features(clips).float()
+        video_rng = torch.Generator(self.device).manual_seed(
+            step_seed(c.seed, STREAM_VIDEO, step, self.dist.rank)
+        )
+        pending = None
+        if not au_step:  # u without gradient, on the second core while ARP runs
+            pending = self.video_thread.submit(self.model.viclip, clips, c.precision, self.device, video_rng)
+        with precision_autocast(c.precision, self.device):  # the alignment below stays float32
+            if c.probe:
+                with torch.no_grad():
+                    loss_ee, info = self.model.arp(ee)
+            else:
+                loss_ee, info = self.arp_module(ee)
+                total = total + c.ee_weight * loss_ee
+            e = info["e"].float()
+            if au_step:
+                out = self.viclip_module(clips, *self._au_texts(batch.au_instructions), generator=video_rng)
+                u = out.video_features.float()
+                total = total + out.loss
+                metrics["loss/au"] = float(out.loss.detach())
+        if pending is not None:
+            u = pending.result()
         if c.align_weight > 0:
             if c.probe:
                 u, e = u.detach(), e.detach()
