@@ -71,7 +71,10 @@ def test_steps_already_in_the_csv_are_not_evaluated_again(tmp_path: Path) -> Non
     assert (out / "learning_curve.png").is_file()
 
 
-def test_a_run_without_models_is_refused(tmp_path: Path) -> None:
+def test_a_run_without_models_or_the_asked_steps_is_refused(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     with pytest.raises(EvaluationError, match="no checkpoints"):
         learning_curve(tmp_path / "run", EvaluationSettings(), tmp_path / "out")
+    _model_dir(tmp_path / "run" / "final", 700)
+    with pytest.raises(EvaluationError, match=r"step\(s\) \[500\]"):
+        learning_curve(tmp_path / "run", EvaluationSettings(), tmp_path / "out", steps=[500, 700])

@@ -17,6 +17,7 @@ import argparse
 import csv
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +136,19 @@ def plot_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def learning_curve(run: Path, settings: EvaluationSettings, out: Path) -> list[dict[str, Any]]:
-    """Evaluate the checkpoints of ``run`` not yet in ``out``'s CSV; returns all rows."""
+def learning_curve(
+    run: Path, settings: EvaluationSettings, out: Path, steps: Sequence[int] = ()
+) -> list[dict[str, Any]]:
+    """Evaluate the checkpoints of ``run`` (only ``steps`` when given) not yet in ``out``'s CSV; returns all
+    rows."""
     checkpoints = run_checkpoints(run)
     if not checkpoints:
         raise EvaluationError(f"{run} has no checkpoints/step_* or final/ model to evaluate")
+    if steps:
+        missing = sorted(set(steps) - {step for step, _ in checkpoints})
+        if missing:
+            raise EvaluationError(f"{run} holds no checkpoint of step(s) {missing}")
+        checkpoints = [(step, d) for step, d in checkpoints if step in set(steps)]
     csv_path = out / CURVE_CSV_NAME
     rows = read_curve(csv_path)
     done = {int(float(r["step"])) for r in rows}
@@ -167,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=[], help="restrict the rollouts to these tasks")
     parser.add_argument("--episodes", type=int, default=5, help="rollouts per task and seed (default 5)")
     parser.add_argument("--eval-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", nargs="+", type=int, default=[], help="only these steps (default: all)")
     parser.add_argument("--skip-rollouts", action="store_true")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -185,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        rows = learning_curve(args.run, settings, args.out)
+        rows = learning_curve(args.run, settings, args.out, args.steps)
     except (EvaluationError, CheckpointError, DatasetError, SimError) as err:
         log.error("%s", err)
         return 2
