@@ -66,7 +66,8 @@ def test_steps_already_in_the_csv_are_not_evaluated_again(tmp_path: Path) -> Non
     _model_dir(run / "final", 700)
     out = tmp_path / "curve"
     write_curve(out / CURVE_CSV_NAME, [{"step": 700, "recognition_top1_pct": 10.0}])
-    rows = learning_curve(run, EvaluationSettings(episodes=1, eval_seeds=(0,)), out)  # nothing left to run
+    settings = EvaluationSettings(episodes=1, eval_seeds=(0,), rollouts=False)
+    rows = learning_curve(run, settings, out)  # nothing left to run
     assert [r["step"] for r in rows] == [700.0]
     assert (out / "learning_curve.png").is_file()
 

@@ -7,8 +7,9 @@ top-1 over the vocabulary on the held-out episodes, alignment Recall@1 both ways
 task. The held-out position error and recognition that ``train_joint`` logged at the same step (from
 ``metrics.jsonl``) go beside them. Writes ``learning_curve.csv`` (one row per step) and ``learning_curve.png``
 into ``--out``, with each checkpoint's full ``evaluate`` output under ``--out/steps/``. Re-running skips the
-steps already in the CSV, so it can follow a run that is still training (its checkpoints are kept only as
-long as ``keep_checkpoints`` says).
+steps already in the CSV (a step evaluated with ``--skip-rollouts`` is redone when rollouts are asked for), so
+it can follow a run that is still training (its checkpoints are kept only as long as ``keep_checkpoints``
+says).
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ def learning_curve(
         checkpoints = [(step, d) for step, d in checkpoints if step in set(steps)]
     csv_path = out / CURVE_CSV_NAME
     rows = read_curve(csv_path)
-    done = {int(float(r["step"])) for r in rows}
+    # A step is done when its row holds what this evaluation measures (rollouts added later redo it).
+    done = {
+        int(float(r["step"])) for r in rows if not settings.rollouts or r.get("success_mean_pct", "") != ""
+    }
     records = held_out_records(run)
     for step, directory in checkpoints:
         if step in done:
@@ -159,6 +163,7 @@ def learning_curve(
         log.info("evaluating step %d (%s)", step, directory)
         name = f"step_{step}"
         results = run_evaluation([directory], [name], settings, out / "steps" / name)
+        rows = [r for r in rows if int(float(r["step"])) != step]
         rows.append(curve_row(step, results["models"][name], _logged_at(records, step)))
         write_curve(csv_path, rows)
     plot_curve(out / CURVE_PNG_NAME, rows)
