@@ -214,6 +214,11 @@ class JointTrainer:
             self._prepare_probe()
         self.optimizers = build_optimizers(self.model, config, dist.world_size)
         self.video_thread = VideoFeatureThread()
+        # The vocabulary is fixed for the run: tokenise it once for au_negatives=vocabulary.
+        self._vocabulary = list(self.model.config.instructions)
+        self._vocabulary_ids = self.model.tokenizer(
+            self._vocabulary, context_length=self.model.config.viclip.context_length
+        ).to(self.device)
         if resume_checkpoint is not None:
             self._restore(resume_checkpoint)
         self._wrap_distributed()
@@ -340,13 +345,10 @@ class JointTrainer:
 
     def _au_texts(self, instructions: list[str]) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """ViCLIP's text arguments for an AU step: (token ids, match ids, text targets); see au_negatives."""
-        context = self.model.config.viclip.context_length
         if self.config.au_negatives == "vocabulary":
-            vocabulary = list(self.model.config.instructions)
-            ids = self.model.tokenizer(vocabulary, context_length=context)
-            targets = torch.tensor([vocabulary.index(s) for s in instructions], device=self.device)
-            return ids.to(self.device), None, targets
-        ids = self.model.tokenizer(instructions, context_length=context)
+            targets = torch.tensor([self._vocabulary.index(s) for s in instructions], device=self.device)
+            return self._vocabulary_ids, None, targets
+        ids = self.model.tokenizer(instructions, context_length=self.model.config.viclip.context_length)
         return ids.to(self.device), self._instruction_ids(instructions), None
 
     def _instruction_ids(self, instructions: list[str]) -> Tensor:
