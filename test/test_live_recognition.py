@@ -240,3 +240,32 @@ def test_perception_node_decides_like_evaluate(demo, checkpoint, offline, one_to
     agent = MirrorAgent.from_pretrained(checkpoint)
     shifted = agent.recognize(video[5:], top_k=len(vocabulary()))
     assert [s for _, s in shifted] != pytest.approx([s for _, s in final.top_k], abs=1e-6)
+
+
+def test_perception_node_watches_the_checkpoints_camera_only(checkpoint, one_torch_thread):
+    """A video model knows only the viewpoint it was trained on: another camera is refused at start-up."""
+    pytest.importorskip("rclpy")
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from mirror_perception.ros.perception_node import PerceptionNode
+    from sim_bridge.ros.node_runtime import NodeStartupError
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        with pytest.raises(NodeStartupError, match="trained on 'front' videos"):
+            PerceptionNode(
+                context=context,
+                parameter_overrides=[
+                    Parameter("checkpoint", value=str(checkpoint)),
+                    Parameter("camera", value="wrist"),
+                ],
+            )
+        node = PerceptionNode(
+            context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoint))]
+        )
+        assert node.camera == "front"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -299,6 +299,43 @@ def test_probe_trains_only_the_alignment_heads(data_root: Path, tmp_path: Path) 
     )  # loaded from --init
 
 
+def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path: Path) -> None:
+    first = JointTrainer(small_config(data_root, tmp_path / "src"), CPU)
+    first.model.save_pretrained(tmp_path / "init")
+    parts = "init_parts=[arp, viclip.text_encoder]"
+    trainer = JointTrainer(
+        small_config(data_root, tmp_path / "warm", f"init={tmp_path / 'init'}", parts, "seed=1"), CPU
+    )
+    source = first.model.state_dict()
+    ours = trainer.model.state_dict()
+    taken = [n for n in ours if n.startswith(("arp.", "viclip.text_encoder."))]
+    assert taken and all(torch.equal(ours[n], source[n]) for n in taken)
+    fresh = [
+        n for n in ours if n not in taken and source[n].numel() > 1 and float(source[n].float().std()) > 0
+    ]  # random-init weights
+    assert fresh and not any(torch.equal(ours[n], source[n]) for n in fresh)
+    with pytest.raises(CheckpointError, match="name no weights"):
+        JointTrainer(
+            small_config(
+                data_root, tmp_path / "bad", f"init={tmp_path / 'init'}", "init_parts=[arp.nothing]"
+            ),
+            CPU,
+        )
+    with pytest.raises(TrainConfigError, match="init_parts"):
+        small_config(data_root, tmp_path / "bad", "init_parts=[policy]")
+
+
+def test_video_camera_sets_the_checkpoints_camera_and_the_clips(data_root: Path, tmp_path: Path) -> None:
+    trainer = JointTrainer(small_config(data_root, tmp_path / "wrist", "data.video_camera=wrist"), CPU)
+    assert trainer.model.config.camera_for_video == "wrist"
+    entry = trainer.builder.entries[0]
+    wrist = trainer.store.clip(entry, [0])[0]
+    episode = load_episode(entry.record, cameras=["wrist"], frames=[0])
+    np.testing.assert_array_equal(wrist, episode.observations[0].camera("wrist").rgb)
+    with pytest.raises(TrainConfigError, match="video_camera"):
+        small_config(data_root, tmp_path / "bad", "data.video_camera=overhead")
+
+
 # ------------------------------------------------------------------------------------ runs and resuming
 def test_end_to_end_run_writes_logs_and_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -63,6 +63,17 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _video_camera(requested: str, trained: str, checkpoint: str) -> str:
+    """The camera to watch: the one the checkpoint's video model was trained on. ``requested`` may only
+    confirm it: a model trained on one viewpoint recognises another no better than chance."""
+    if requested and requested != trained:
+        raise NodeStartupError(
+            f"parameter camera is {requested!r} but {checkpoint} was trained on {trained!r} videos; "
+            "leave camera empty to watch the checkpoint's camera"
+        )
+    return trained
+
+
 class PerceptionNode(Node):
     """See the module docstring. Raises :class:`NodeStartupError` for a bad checkpoint or parameter."""
 
@@ -72,8 +83,10 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default)
         p = {name: self.get_parameter(name).value for name in PERCEPTION_PARAMETERS}
         try:
-            if p["camera"] not in CAMERA_NAMES:
-                raise NodeStartupError(f"parameter camera must be one of {CAMERA_NAMES}, got {p['camera']!r}")
+            if p["camera"] and p["camera"] not in CAMERA_NAMES:
+                raise NodeStartupError(
+                    f"parameter camera must be one of {CAMERA_NAMES} or empty, got {p['camera']!r}"
+                )
             self.period = _positive("recognize_period", float(p["recognize_period"]))
             self.grace = float(p["final_grace"])
             self.top_k = int(_positive("top_k", int(p["top_k"])))
@@ -87,11 +100,11 @@ class PerceptionNode(Node):
             self.agent, self.checkpoint = load_agent(
                 p[PARAM_CHECKPOINT], p[PARAM_DEVICE], int(p[PARAM_THREADS])
             )
+            self.camera = _video_camera(p["camera"], self.agent.config.camera_for_video, self.checkpoint)
             self._warm_up()
         except NodeStartupError:
             super().destroy_node()
             raise
-        self.camera = p["camera"]
         self.rejected_frames = 0
         self._finalize_at: float | None = None  # monotonic deadline of the pending final decision
 

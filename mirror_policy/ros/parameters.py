@@ -24,7 +24,7 @@ PERCEPTION_PARAMETERS: dict[str, object] = {
     "checkpoint": DEFAULT_CHECKPOINT,
     "device": "cpu",
     "threads": 0,
-    "camera": "front",
+    "camera": "",  # "" = the checkpoint's camera_for_video (any other camera is refused)
     "image_size": IMAGE_SIZE,  # expected frame size; 0 accepts any
     "window": 4.0,  # s of frames in the sliding window
     "recognize_period": 1.0,  # s between live recognitions during a demonstration

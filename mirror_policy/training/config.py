@@ -23,6 +23,7 @@ from mirror_perception.errors import ConfigError
 from mirror_policy.alignment import PAIRINGS, AlignmentConfig
 from mirror_policy.configuration_arp import ARPConfigError, named_config
 from mirror_policy.joint_model import JointConfig
+from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.serialization import JsonConfig
 
 
@@ -32,6 +33,7 @@ class TrainConfigError(ValueError):
 
 SAMPLING_MODES = ("peract", "keyframes")
 AU_NEGATIVES = ("batch", "vocabulary")
+INIT_PARTS = ("viclip", "arp", "alignment")  # the JointModel's top-level modules
 # tf32: float32 weights and activations with TensorFloat-32 matmuls/convolutions on CUDA (same as fp32 on
 # CPU). bf16: the ARP and ViCLIP forward passes run under bfloat16 autocast (matmuls and convolutions in
 # bf16; the renderer, softmaxes, losses and the alignment stay float32); weights, gradients, optimizer
@@ -54,6 +56,9 @@ class DataConfig:
     num_workers: DataLoader processes assembling batches (0 = in the training process).
     augment: ARP/RVT SE(3) + RGB augmentation of EE batches.
     instruction_index: which variation description is the instruction (0 = PerAct/ARP's canonical one).
+    video_camera: the camera whose video ViCLIP learns to recognise (the checkpoint's ``camera_for_video``,
+        which the perception node then watches). The paper's ``front``; at 128^2 from scratch the wrist
+        view tells a task's variations apart far better (README, "Which camera the video model watches").
     """
 
     root: str = ""
@@ -65,6 +70,7 @@ class DataConfig:
     num_workers: int = 0
     augment: bool = True
     instruction_index: int = 0
+    video_camera: str = "front"
 
 
 @dataclass
@@ -109,6 +115,9 @@ class TrainConfig(JsonConfig):
     align_weight: 0 gives the no-mirror baseline with identical data, seeds and forward passes.
     probe: alignment probing (paper Sec. 2): ViCLIP and ARP frozen in eval mode, only T_u / T_e train.
     init: a JointModel checkpoint whose weights start the run (required for meaningful probing).
+    init_parts: which of ``init``'s weights to take, as state-dict prefixes (``arp``, ``viclip``,
+        ``viclip.text_encoder``, ``alignment``, ...); the rest start fresh. E.g. a warm start that keeps a
+        trained policy and its language tower but retrains the video tower on another camera.
     viclip_weights: an official ViCLIP checkpoint (InternVid ``.pth`` / ``*-hf`` ``model.safetensors``) loaded
         into the AU model before training, position tables resized to the configured input (the paper
         fine-tunes InternVid weights).
@@ -136,6 +145,7 @@ class TrainConfig(JsonConfig):
     au_negatives: str = "batch"
     probe: bool = False
     init: str = ""
+    init_parts: list[str] = field(default_factory=lambda: list(INIT_PARTS))
     viclip_weights: str = ""
     viclip_temperature: float = 0.0
     out: str = "runs/joint"
@@ -166,8 +176,17 @@ class TrainConfig(JsonConfig):
         need(d.demo_augmentation_every_n >= 1, "data.demo_augmentation_every_n must be >= 1")
         need(d.num_workers >= 0, "data.num_workers must be >= 0")
         need(d.instruction_index >= 0, "data.instruction_index must be >= 0")
+        need(
+            d.video_camera in CAMERA_NAMES,
+            f"data.video_camera must be one of {CAMERA_NAMES}, got {d.video_camera!r}",
+        )
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         need(self.stop_after >= 0, f"stop_after must be >= 0, got {self.stop_after}")
+        need(bool(self.init_parts), "init_parts must name at least one part (default: all)")
+        need(
+            all(p.split(".")[0] in INIT_PARTS for p in self.init_parts),
+            f"init_parts must start with one of {INIT_PARTS}, got {self.init_parts}",
+        )
         need(self.viclip_temperature >= 0, "viclip_temperature must be >= 0 (0 = keep)")
         need(
             self.batch_size >= 2,
@@ -221,6 +240,7 @@ class TrainConfig(JsonConfig):
                 alignment=AlignmentConfig(**asdict(self.alignment)),
                 instructions=list(instructions),
                 clip_frames=viclip_config.num_frames,
+                camera_for_video=self.data.video_camera,
             )
         except (ConfigError, ARPConfigError, TypeError, ValueError) as exc:
             raise TrainConfigError(f"invalid model settings: {exc}") from exc

@@ -337,6 +337,28 @@ def identity_collate(batch: PairedBatch) -> PairedBatch:
     return batch
 
 
+def draw_au_clips(
+    entries_by_task: dict[str, list[EpisodeEntry]],
+    store: EpisodeStore,
+    count: int,
+    clip_frames: int,
+    rng: np.random.Generator,
+) -> tuple[list[EpisodeEntry], list[np.ndarray]]:
+    """``count`` training clips: a uniform task, then a uniform episode of it (as ARP samples), then a random
+    frame from each of ``clip_frames`` segments of its video."""
+    tasks = sorted(entries_by_task)
+    entries: list[EpisodeEntry] = []
+    clips: list[np.ndarray] = []
+    for _ in range(count):
+        pool = entries_by_task[tasks[int(rng.integers(len(tasks)))]]
+        entry = pool[int(rng.integers(len(pool)))]
+        entries.append(entry)
+        clips.append(
+            store.clip(entry, sample_clip_indices(entry.length, clip_frames, mode="random", rng=rng))
+        )
+    return entries, clips
+
+
 class PairedBatchBuilder:
     """Draws and assembles the paired batch of any (step, rank) deterministically."""
 
@@ -370,15 +392,9 @@ class PairedBatchBuilder:
 
     def build(self, step: int, rank: int = 0) -> PairedBatch:
         rng = step_rng(self.seed, STREAM_DATA, step, rank)
-        au_entries = []
-        clips = []
-        for _ in range(self.batch_size):
-            task = self.tasks[int(rng.integers(len(self.tasks)))]
-            pool = self.entries_by_task[task]
-            entry = pool[int(rng.integers(len(pool)))]
-            au_entries.append(entry)
-            indices = sample_clip_indices(entry.length, self.clip_frames, mode="random", rng=rng)
-            clips.append(self.store.clip(entry, indices))
+        au_entries, clips = draw_au_clips(
+            self.entries_by_task, self.store, self.batch_size, self.clip_frames, rng
+        )
         keys = [self.key_of(e) for e in au_entries]
         chosen = pair_by_key(keys, self.ee_index, rng)
         transitions = [self.transitions[int(i)] for i in chosen]

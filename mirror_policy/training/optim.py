@@ -19,7 +19,7 @@ import torch
 from torch.optim import AdamW, Optimizer
 
 from mirror_policy.joint_model import JointModel
-from mirror_policy.training.config import TrainConfig
+from mirror_policy.training.config import OptimConfig, TrainConfig
 from mirror_policy.training.lamb import Lamb
 
 
@@ -90,30 +90,36 @@ def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
+def build_viclip_optimizer(viclip: torch.nn.Module, o: OptimConfig) -> AdamW:
+    """AdamW of ViCLIP: the video tower (and temperature) at ``video_lr``, the text tower at ``video_lr *
+    text_lr_ratio``; groups carry ``base_lr`` and ``name`` for :meth:`JointOptimizers.set_step`."""
+    video = [(n, p) for n, p in viclip.named_parameters() if not n.startswith("text_encoder.")]
+    text = list(viclip.text_encoder.named_parameters())
+    groups = []
+    for params, base_lr, name in (
+        (video, o.video_lr, "lr/viclip_video"),
+        (text, o.video_lr * o.text_lr_ratio, "lr/viclip_text"),
+    ):
+        decay, no_decay = split_weight_decay(params)
+        groups.append({"params": decay, "base_lr": base_lr, "name": name})
+        groups.append({"params": no_decay, "base_lr": base_lr, "name": name, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
+    return AdamW(
+        groups,
+        lr=o.video_lr,
+        betas=(o.viclip_betas[0], o.viclip_betas[1]),
+        weight_decay=o.viclip_weight_decay,
+        fused=fused_adamw_supported([p for g in groups for p in g["params"]]),
+    )
+
+
 def build_optimizers(model: JointModel, config: TrainConfig, world_size: int) -> JointOptimizers:
     """Optimizers for the parts that train in this run (see module doc)."""
     o = config.optim
     viclip_opt = arp_opt = align_opt = None
     if not config.probe:
         if config.au_update_prob > 0:
-            video = [(n, p) for n, p in model.viclip.named_parameters() if not n.startswith("text_encoder.")]
-            text = list(model.viclip.text_encoder.named_parameters())
-            groups = []
-            for params, base_lr, name in (
-                (video, o.video_lr, "lr/viclip_video"),
-                (text, o.video_lr * o.text_lr_ratio, "lr/viclip_text"),
-            ):
-                decay, no_decay = split_weight_decay(params)
-                groups.append({"params": decay, "base_lr": base_lr, "name": name})
-                groups.append({"params": no_decay, "base_lr": base_lr, "name": name, "weight_decay": 0.0})
-            groups = [g for g in groups if g["params"]]
-            viclip_opt = AdamW(
-                groups,
-                lr=o.video_lr,
-                betas=(o.viclip_betas[0], o.viclip_betas[1]),
-                weight_decay=o.viclip_weight_decay,
-                fused=fused_adamw_supported([p for g in groups for p in g["params"]]),
-            )
+            viclip_opt = build_viclip_optimizer(model.viclip, o)
         arp_lr = o.arp_lr_per_sample * config.batch_size * world_size
         arp_opt = Lamb(
             [{"params": list(model.arp.parameters()), "base_lr": arp_lr, "name": "lr/arp"}],

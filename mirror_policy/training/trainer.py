@@ -286,12 +286,21 @@ class JointTrainer:
 
     def _load_init_weights(self, directory: Path) -> None:
         source = JointModel.from_pretrained(directory)
+        prefixes = self.config.init_parts
         ours, theirs = self.model.config.to_dict(), source.config.to_dict()
-        for part in ("viclip", "arp", "alignment"):
+        for part in sorted({p.split(".")[0] for p in prefixes}):
             if ours[part] != theirs[part]:
                 raise CheckpointError(f"--init {directory}: its {part} config differs from this run's")
-        self.model.load_state_dict(source.state_dict(), strict=True)
-        log.info("initialised weights from %s", directory)
+        taken = {
+            k: v
+            for k, v in source.state_dict().items()
+            if any(k == p or k.startswith(p + ".") for p in prefixes)
+        }
+        unmatched = [p for p in prefixes if not any(k == p or k.startswith(p + ".") for k in taken)]
+        if unmatched:
+            raise CheckpointError(f"--init {directory}: init_parts {unmatched} name no weights of the model")
+        self.model.load_state_dict(taken, strict=False)
+        log.info("initialised %s from %s", ", ".join(prefixes), directory)
 
     def _prepare_probe(self) -> None:
         if not self.config.init:
