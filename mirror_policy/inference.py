@@ -33,7 +33,7 @@ class MirrorAgent:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
-        self._language: dict[str, tuple[Tensor, Tensor]] = {}
+        self._language: dict[str | None, tuple[Tensor, Tensor]] = {}
         self._recognizers: dict[tuple[str, ...], InstructionRecognizer] = {}
 
     @classmethod
@@ -42,7 +42,11 @@ class MirrorAgent:
         return cls(JointModel.from_pretrained(directory, map_location=device), device=device)
 
     # --------------------------------------------------------------------------- embodied execution
-    def _language_of(self, instruction: str) -> tuple[Tensor, Tensor]:
+    def _language_of(self, instruction: str | None) -> tuple[Tensor, Tensor]:
+        if instruction is None:  # instruction-blind: the text of nothing
+            if None not in self._language:
+                self._language[None] = self.model.language_features([""], allow_empty=True)
+            return self._language[None]
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction must be a non-empty string")
         if instruction not in self._language:
@@ -51,10 +55,15 @@ class MirrorAgent:
 
     @torch.no_grad()
     def act(
-        self, observation: Observation, instruction: str, step: int, episode_length: int = EPISODE_LENGTH
+        self,
+        observation: Observation,
+        instruction: str | None,
+        step: int,
+        episode_length: int = EPISODE_LENGTH,
     ) -> tuple[KeyframeAction, np.ndarray]:
         """The next keyframe for ``observation`` under ``instruction`` at keyframe ``step`` (0-based, used
-        for ARP's time feature), and the embodied representation e ``(arp.embed_dim,)``.
+        for ARP's time feature), and the embodied representation e ``(arp.embed_dim,)``. ``instruction``
+        None: instruction-blind (the language input of an empty text), the control of ``evaluate``.
 
         Raises ``PolicyInputError`` for a missing camera or wrong image size and ``InvalidActionError`` if
         the decoded action were malformed.

@@ -203,17 +203,20 @@ class JointModel(nn.Module):
         return self.alignment.t_u.weight.device
 
     @torch.no_grad()
-    def language_features(self, instructions: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def language_features(
+        self, instructions: Sequence[str], allow_empty: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """ARP's language input: ViCLIP text-tower token features ``(B, L, text_width)`` and a ``(B, L)``
         bool mask that is True up to and including the end-of-text token.
 
         ``L`` is the longest tokenised instruction of the batch (the tower is causal, so trailing padding
         never changes a real token's feature). Computed without gradient and in eval mode: ARP treats the
-        text tower as a frozen encoder; only the AU loss trains it.
+        text tower as a frozen encoder; only the AU loss trains it. An empty instruction (start and end
+        tokens only) is refused as a likely mistake unless ``allow_empty`` (the instruction-blind control).
         """
         if isinstance(instructions, str) or not instructions:
             raise ValueError("instructions must be a non-empty sequence of strings")
-        if any(not isinstance(s, str) or not s.strip() for s in instructions):
+        if any(not isinstance(s, str) or not (s.strip() or (allow_empty and not s)) for s in instructions):
             raise ValueError("instructions must be non-empty strings")
         ids = self.tokenizer(list(instructions), context_length=self.config.viclip.context_length)
         eot = ids.argmax(dim=1)  # end-of-text is the largest id in CLIP's vocabulary

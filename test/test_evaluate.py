@@ -94,7 +94,7 @@ def run_dir(tmp_path_factory, dataset):
 def evaluated(run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = ["--checkpoints", str(run_dir), "--out", str(out), "--episodes", "1", "--max-steps", "2"]
-    assert main([*argv, "--eval-seeds", "0", "1", "--no-progress"]) == 0
+    assert main([*argv, "--eval-seeds", "0", "1", "--blind-control", "--no-progress"]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -140,12 +140,57 @@ def test_outputs_exist_with_structure_and_numbers_in_range(evaluated):
     assert [r["task"] for r in rows] == ["open_drawer", "push_buttons", "average"]
     for row in rows:
         assert 0.0 <= float(row["success_mean_pct"]) <= 100.0
+        assert 0.0 <= float(row["blind_success_mean_pct"]) <= 100.0
         assert 0.0 <= float(row["recognition_top1_pct"]) <= 100.0
         assert float(row["total_s_per_episode"]) > 0.0
     average = rows[-1]
     assert float(average["recognition_top1_pct"]) == pytest.approx(
         100 * recognition["overall"]["top1"], abs=0.01
     )
+
+
+def test_blind_control_and_per_variation_success(evaluated):
+    """The control replays the same scenes with an empty instruction; variations are reported one by one."""
+    out, results = evaluated
+    model = results["models"]["mirror"]
+    given, blind = model["execution"]["episodes"], model["execution_blind"]["episodes"]
+    scene = ("task", "variation", "eval_seed", "episode", "env_seed")
+    assert [[e[k] for k in scene] for e in given] == [[e[k] for k in scene] for e in blind]
+    assert not any(e["blind"] for e in given) and all(e["blind"] for e in blind)
+    with (out / "summary.csv").open() as handle:
+        summary = next(csv.DictReader(handle))
+    assert float(summary["blind_success_mean_pct"]) == pytest.approx(
+        100 * model["execution_blind"]["overall"]["success_mean"], abs=0.01
+    )
+    with (out / "variation_results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for task, summary in model["execution"]["per_task"].items():
+        mine = [r for r in rows if r["task"] == task]
+        assert sum(int(r["rollout_episodes"]) for r in mine) == summary["episodes"]
+        for row in mine:
+            episodes = [e for e in given if e["task"] == task and e["variation"] == int(row["variation"])]
+            assert row["instruction"] == episodes[0]["instruction"]
+            assert float(row["success_pct"]) == pytest.approx(100 * np.mean([e["success"] for e in episodes]))
+            assert 0.0 <= float(row["blind_success_pct"]) <= 100.0
+
+
+class RecordingPolicy:
+    """The real agent, recording the instruction it is given."""
+
+    def __init__(self, agent: MirrorAgent) -> None:
+        self.agent, self.instructions = agent, []
+
+    def act(self, observation, instruction, step):
+        self.instructions.append(instruction)
+        return self.agent.act(observation, instruction, step)
+
+
+def test_blind_rollout_gives_the_policy_no_instruction(run_dir, sim):
+    policy = RecordingPolicy(MirrorAgent.from_pretrained(run_dir / "final"))
+    outcome = run_episode(sim, policy, "push_buttons", 0, environment_seed(0, 3), max_steps=2, blind=True)
+    assert outcome.blind and outcome.instruction and set(policy.instructions) == {None}
+    run_episode(sim, policy, "push_buttons", 0, environment_seed(0, 3), max_steps=1)
+    assert policy.instructions[-1] == outcome.instruction
 
 
 def uniform_clip(record) -> np.ndarray:

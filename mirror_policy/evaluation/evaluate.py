@@ -16,7 +16,8 @@ Held-out episodes come from the run's split.json (its held_out list) or, with --
 Rollout scenes: episode i of evaluation seed s runs in simulator seed 3*2**30 + s*2**16 + i, a range that
 generate_demos never uses; each task's variations whose instruction the model was trained on (all of them with
 --all-variations, a generalisation figure) are shuffled per (seed, task) and cycled. --processes N runs the
-rollouts in N simulator processes (same scenes and outcomes as one process).
+rollouts in N simulator processes (same scenes and outcomes as one process). --blind-control repeats every
+rollout with an empty instruction (the instruction-blind control, beside the success figures in the CSVs).
 Writes results.json, eval_results.csv (per task), summary.csv (per model), success.png, recognition.png,
 tsne.png and the aligned embeddings (npz) into --out; with --videos also an annotated GIF of every rollout
 (videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif, its path in the episode's results entry), and
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--skip-alignment", action="store_true")
     parser.add_argument(
+        "--blind-control",
+        action="store_true",
+        help="also roll out the same scenes with an empty instruction: the instruction-blind control that "
+        "every success figure should sit beside (doubles the rollout time)",
+    )
+    parser.add_argument(
         "--videos",
         action="store_true",
         help="write one annotated GIF per rollout (front camera, instruction, predicted keyframes, outcome) "
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         tsne_max_points=args.tsne_max_points,
         processes=args.processes,
         all_variations=args.all_variations,
+        blind_control=args.blind_control,
         videos=args.videos,
         point_clouds=args.point_clouds,
     )

@@ -28,14 +28,16 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
-def _task_summary(outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence[int]) -> dict:
+def _task_summary(
+    outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence[int], one_task: bool = True
+) -> dict:
     per_seed = {}
     for seed in eval_seeds:
         mine = [o for o in outcomes if o.eval_seed == seed]
         per_seed[str(seed)] = float(np.mean([o.success for o in mine])) if mine else float("nan")
     mean, std = mean_and_std([v for v in per_seed.values() if np.isfinite(v)])
     failures = Counter(o.failure for o in outcomes if o.failure)
-    return {
+    summary = {
         "success_mean": mean,
         "success_std": std,
         "success_per_seed": per_seed,
@@ -45,6 +47,15 @@ def _task_summary(outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence[int])
         "failures": {reason: int(failures.get(reason, 0)) for reason in FAILURE_REASONS},
         "timing_mean_seconds": {f: float(np.mean([getattr(o, f) for o in outcomes])) for f in TIMING_FIELDS},
     }
+    if one_task:  # pooled over seeds: a variation has too few episodes per seed for a spread
+        variations = sorted({o.variation for o in outcomes})
+        summary["success_per_variation"] = {
+            str(v): float(np.mean([o.success for o in outcomes if o.variation == v])) for v in variations
+        }
+        summary["episodes_per_variation"] = {
+            str(v): sum(o.variation == v for o in outcomes) for v in variations
+        }
+    return summary
 
 
 def summarize_execution(outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence[int]) -> dict:
@@ -59,7 +70,7 @@ def summarize_execution(outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence
         rates = [per_task[t]["success_per_seed"][str(seed)] for t in tasks]
         if all(np.isfinite(r) for r in rates):
             seed_means[str(seed)] = float(np.mean(rates))
-    overall = _task_summary(outcomes, eval_seeds)
+    overall = _task_summary(outcomes, eval_seeds, one_task=False)
     overall["success_mean"] = float(np.mean([per_task[t]["success_mean"] for t in tasks]))
     overall["success_std"] = mean_and_std(list(seed_means.values()))[1] if seed_means else 0.0
     overall["success_per_seed"] = seed_means

@@ -1,8 +1,9 @@
 """Evaluation outputs: ``results.json`` (everything), ``eval_results.csv`` (one row per model and task, like
-ARP's file of the same name, plus an ``average`` row), ``summary.csv`` (one row per model) and, per model
-with recognition, ``confusion_<model>.csv`` (rows = true instruction, columns = recognised instruction,
-counts of held-out videos). Rates in the JSON are fractions in [0, 1]; the CSV columns ending in ``_pct`` are
-percentages."""
+ARP's file of the same name, plus an ``average`` row), ``summary.csv`` (one row per model),
+``variation_results.csv`` (success per task variation, beside the instruction-blind control when it ran)
+and, per model with recognition, ``confusion_<model>.csv`` (rows = true instruction, columns = recognised
+instruction, counts of held-out videos). Rates in the JSON are fractions in [0, 1]; the CSV columns ending
+in ``_pct`` are percentages."""
 
 from __future__ import annotations
 
@@ -21,20 +22,26 @@ from sim_bridge.serialization import atomic_write
 RESULTS_NAME = "results.json"
 TASK_CSV_NAME = "eval_results.csv"
 SUMMARY_CSV_NAME = "summary.csv"
+VARIATION_CSV_NAME = "variation_results.csv"
 AVERAGE_ROW = "average"
 CONFUSION_CORNER = "true \\ predicted"  # the confusion CSV's top-left cell
 
 TASK_COLUMNS = (
-    "model", "task", "success_mean_pct", "success_std_pct", "rollout_episodes", "eval_seeds", "mean_steps",
-    "failures_planning", "failures_invalid_action", "failures_max_steps", "recognition_top1_pct",
-    "recognition_topk_pct", "recognition_chance_pct", "held_out_episodes", "inference_s_per_episode",
-    "planning_s_per_episode", "execution_s_per_episode", "total_s_per_episode",
+    "model", "task", "success_mean_pct", "success_std_pct", "blind_success_mean_pct", "blind_success_std_pct",
+    "rollout_episodes", "eval_seeds", "mean_steps", "failures_planning", "failures_invalid_action",
+    "failures_max_steps", "recognition_top1_pct", "recognition_topk_pct", "recognition_chance_pct",
+    "held_out_episodes", "inference_s_per_episode", "planning_s_per_episode", "execution_s_per_episode",
+    "total_s_per_episode",
 )  # fmt: skip
 SUMMARY_COLUMNS = (
-    "model", "checkpoint", "success_mean_pct", "success_std_pct", "recognition_top1_pct",
+    "model", "checkpoint", "success_mean_pct", "success_std_pct", "blind_success_mean_pct",
+    "blind_success_std_pct", "recognition_top1_pct",
     "recognition_topk_pct", "recognition_chance_pct", "recall_at_1_u_to_e_pct", "recall_at_1_e_to_u_pct",
     "recall_at_1_mean_pct", "recall_at_1_chance_pct", "alignment_pairing", "alignment_pairs",
     "total_s_per_episode",
+)  # fmt: skip
+VARIATION_COLUMNS = (
+    "model", "task", "variation", "instruction", "rollout_episodes", "success_pct", "blind_success_pct",
 )  # fmt: skip
 
 
@@ -67,10 +74,13 @@ def _seconds(value: float | None) -> str:
 
 
 def _task_row(
-    model: str, task: str, execution: Mapping | None, recognition: Mapping | None
+    model: str, task: str, execution: Mapping | None, recognition: Mapping | None, blind: Mapping | None
 ) -> dict[str, str]:
     row = dict.fromkeys(TASK_COLUMNS, "")
     row["model"], row["task"] = model, task
+    if blind is not None:
+        row["blind_success_mean_pct"] = _pct(blind["success_mean"])
+        row["blind_success_std_pct"] = _pct(blind["success_std"])
     if execution is not None:
         timing = execution["timing_mean_seconds"]
         row.update(
@@ -104,20 +114,51 @@ def task_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     rows = []
     for name, model in results["models"].items():
         execution = model.get("execution")
+        blind = model.get("execution_blind")
         recognition = model.get("recognition")
         tasks = sorted(
             set(execution["per_task"] if execution else [])
             | set(recognition["per_task"] if recognition else [])
         )
         for task in [*tasks, AVERAGE_ROW]:
-            task_exec = None
-            if execution:
-                task_exec = execution["overall"] if task == AVERAGE_ROW else execution["per_task"].get(task)
+            task_exec = _task_execution(execution, task)
             task_rec = None
             if recognition and (task == AVERAGE_ROW or task in recognition["per_task"]):
                 scores = recognition["overall"] if task == AVERAGE_ROW else recognition["per_task"][task]
                 task_rec = {**recognition, "scores": scores}
-            rows.append(_task_row(name, task, task_exec, task_rec))
+            rows.append(_task_row(name, task, task_exec, task_rec, _task_execution(blind, task)))
+    return rows
+
+
+def _task_execution(execution: Mapping | None, task: str) -> Mapping | None:
+    """One task's (or, for the average row, the overall) execution summary."""
+    if not execution:
+        return None
+    return execution["overall"] if task == AVERAGE_ROW else execution["per_task"].get(task)
+
+
+def variation_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Rows of ``variation_results.csv``: success of every rolled-out task variation, pooled over seeds."""
+    rows = []
+    for name, model in results["models"].items():
+        execution, blind = model.get("execution"), model.get("execution_blind")
+        if not execution:
+            continue
+        instructions = {(e["task"], e["variation"]): e["instruction"] for e in execution.get("episodes", [])}
+        for task, summary in execution["per_task"].items():
+            blind_rates = blind["per_task"][task]["success_per_variation"] if blind else {}
+            for variation, rate in summary["success_per_variation"].items():
+                rows.append(
+                    {
+                        "model": name,
+                        "task": task,
+                        "variation": variation,
+                        "instruction": instructions.get((task, int(variation)), ""),
+                        "rollout_episodes": str(summary["episodes_per_variation"][variation]),
+                        "success_pct": _pct(rate),
+                        "blind_success_pct": _pct(blind_rates.get(variation)),
+                    }
+                )
     return rows
 
 
@@ -131,6 +172,9 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
             row["success_mean_pct"] = _pct(overall["success_mean"])
             row["success_std_pct"] = _pct(overall["success_std"])
             row["total_s_per_episode"] = _seconds(overall["timing_mean_seconds"]["total_seconds"])
+        if blind := model.get("execution_blind"):
+            row["blind_success_mean_pct"] = _pct(blind["overall"]["success_mean"])
+            row["blind_success_std_pct"] = _pct(blind["overall"]["success_std"])
         if recognition := model.get("recognition"):
             k = recognition["top_k"]
             row["recognition_top1_pct"] = _pct(recognition["overall"]["top1"])
@@ -176,18 +220,20 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_results(out_dir: Path, results: Mapping[str, Any]) -> dict[str, Path]:
-    """Write results.json, both CSVs and each model's confusion CSV (each atomically); returns their paths
-    (keys ``results``, ``per_task_csv``, ``summary_csv``, ``confusion_csv_<model>``)."""
+    """Write results.json, the CSVs and each model's confusion CSV (each atomically); returns their paths
+    (keys ``results``, ``per_task_csv``, ``summary_csv``, ``variation_csv``, ``confusion_csv_<model>``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "results": out_dir / RESULTS_NAME,
         "per_task_csv": out_dir / TASK_CSV_NAME,
         "summary_csv": out_dir / SUMMARY_CSV_NAME,
+        "variation_csv": out_dir / VARIATION_CSV_NAME,
     }
     text = json.dumps(_json_safe(results), indent=2, sort_keys=False) + "\n"
     atomic_write(paths["results"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     _write_csv(paths["per_task_csv"], TASK_COLUMNS, task_rows(results))
     _write_csv(paths["summary_csv"], SUMMARY_COLUMNS, summary_rows(results))
+    _write_csv(paths["variation_csv"], VARIATION_COLUMNS, variation_rows(results))
     for name, model in results["models"].items():
         if "confusion" in model.get("recognition", {}):
             path = out_dir / confusion_file(name, "csv")

@@ -41,8 +41,8 @@ class KeyframePolicy(Protocol):
     """What a rollout needs from a policy (``MirrorAgent`` is one)."""
 
     def act(
-        self, observation: Observation, instruction: str, step: int
-    ) -> tuple[KeyframeAction, np.ndarray]: ...
+        self, observation: Observation, instruction: str | None, step: int
+    ) -> tuple[KeyframeAction, np.ndarray]: ...  # instruction None: instruction-blind
 
 
 class RolloutObserver:
@@ -79,6 +79,7 @@ class EpisodeOutcome:
     success: bool
     steps: int
     failure: str | None = None  # one of FAILURE_REASONS, None on success
+    blind: bool = False  # the policy was given an empty instruction (the instruction-blind control)
     message: str = ""
     reset_seconds: float = 0.0
     inference_seconds: float = 0.0
@@ -100,14 +101,18 @@ def run_episode(
     eval_seed: int = 0,
     episode: int = 0,
     observers: Sequence[RolloutObserver] = (),
+    blind: bool = False,
 ) -> EpisodeOutcome:
-    """Roll ``policy`` out once. A failed step's wall time counts as planning (that is where it failed)."""
+    """Roll ``policy`` out once. A failed step's wall time counts as planning (that is where it failed).
+
+    ``blind``: the instruction-blind control: the policy acts without an instruction in the same scene, which
+    tells how much of a success rate the instruction explains (a policy that ignores it scores the same)."""
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     started = time.perf_counter()
     info, observation = env.reset(task, variation, env_seed)
     out = EpisodeOutcome(
-        task, variation, info.instruction, eval_seed, episode, env_seed, success=False, steps=0,
+        task, variation, info.instruction, eval_seed, episode, env_seed, success=False, steps=0, blind=blind,
         reset_seconds=time.perf_counter() - started,
     )  # fmt: skip
     for observer in observers:
@@ -121,7 +126,7 @@ def run_episode(
     for step in range(max_steps):
         tick = time.perf_counter()
         try:
-            action, _ = policy.act(observation, info.instruction, step)
+            action, _ = policy.act(observation, None if blind else info.instruction, step)
         except InvalidActionError as err:  # the decoded action itself is malformed
             out.inference_seconds += time.perf_counter() - tick
             out.steps = step + 1

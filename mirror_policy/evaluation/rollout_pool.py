@@ -31,6 +31,7 @@ class RolloutJob:
     planning_time: float | None = None
     video_dir: Path | None = None
     point_cloud_dir: Path | None = None
+    blind: bool = False  # the instruction-blind control (run_episode)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def run_one(env: SimBackend, agent: MirrorAgent, job: RolloutJob, plan: RolloutP
         observers.append(cloud)
     outcome = run_episode(
         env, agent, plan.task, plan.variation, plan.env_seed, job.max_steps, plan.eval_seed, plan.episode,
-        observers,
+        observers, job.blind,
     )  # fmt: skip
     return RolloutResult(outcome, video.path if video else None, list(cloud.paths) if cloud else [])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from mirror_policy.evaluation.held_out_eval import evaluate_held_out
 from mirror_policy.evaluation.recognition import summarize_recognition
 from mirror_policy.evaluation.reporting import file_stem as _file_stem
 from mirror_policy.evaluation.reporting import write_results
-from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, plan_rollouts
+from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, RolloutPlan, plan_rollouts
 from mirror_policy.evaluation.rollout_point_cloud import require_open3d
 from mirror_policy.evaluation.rollout_pool import (
     RolloutJob,
@@ -64,6 +64,7 @@ class EvaluationSettings:
     tsne_max_points: int = 2000
     processes: int = 1  # simulator processes for the rollouts (each with its own copy of the model)
     all_variations: bool = False  # roll out every variation, not only those with a trained instruction
+    blind_control: bool = False  # also roll out the same scenes with an empty instruction (run_episode)
     videos: bool = False  # one annotated GIF per rollout under <out>/videos/<model>/
     point_clouds: bool = False  # one PLY per keyframe step under <out>/point_clouds/<model>/ (needs open3d)
     extra: dict = field(default_factory=dict)
@@ -239,16 +240,13 @@ def evaluate_model(
             resolved.model_dir, settings.max_steps, settings.device, settings.planning_time, video_dir,
             point_cloud_dir,
         )  # fmt: skip
-        with tqdm(
-            total=len(plans), desc=f"{name}: rollouts", unit="ep", disable=not settings.progress
-        ) as bar:
-
-            def advance(result: RolloutResult) -> None:
-                bar.set_postfix(task=result.outcome.task, success=result.outcome.success)
-                bar.update(1)
-
-            rollouts = run_planned_rollouts(job, plans, settings.processes, agent, env, advance)
+        rollouts = _rollouts(job, plans, settings, agent, env, f"{name}: rollouts")
         evaluation.outcomes = [r.outcome for r in rollouts]
+        if settings.blind_control:  # the same scenes, instruction-blind, never filmed
+            blind_job = replace(job, video_dir=None, point_cloud_dir=None, blind=True)
+            blind = [r.outcome for r in _rollouts(blind_job, plans, settings, agent, env, f"{name}: blind")]
+            results["execution_blind"] = summarize_execution(blind, settings.eval_seeds)
+            results["execution_blind"]["episodes"] = [o.to_dict() for o in blind]
         results["execution"] = summarize_execution(evaluation.outcomes, settings.eval_seeds)
         results["execution"]["episodes"] = [o.to_dict() for o in evaluation.outcomes]
         for episode, rollout in zip(results["execution"]["episodes"], rollouts):
@@ -257,6 +255,23 @@ def evaluate_model(
             if point_cloud_dir is not None:
                 episode["point_clouds"] = [str(p) for p in rollout.point_clouds]
     return evaluation
+
+
+def _rollouts(
+    job: RolloutJob,
+    plans: Sequence[RolloutPlan],
+    settings: EvaluationSettings,
+    agent: MirrorAgent,
+    env: SimBackend | None,
+    description: str,
+) -> list[RolloutResult]:
+    with tqdm(total=len(plans), desc=description, unit="ep", disable=not settings.progress) as bar:
+
+        def advance(result: RolloutResult) -> None:
+            bar.set_postfix(task=result.outcome.task, success=result.outcome.success)
+            bar.update(1)
+
+        return run_planned_rollouts(job, plans, settings.processes, agent, env, advance)
 
 
 def protocol_description(settings: EvaluationSettings) -> dict:
@@ -269,6 +284,8 @@ def protocol_description(settings: EvaluationSettings) -> dict:
         "a hit shares the pair's key (episode / instruction / class)",
         "execution": "success by the task's condition after any keyframe; at most max_steps keyframes; a "
         "planning or invalid-action error ends the episode as a failure; std = sample std over eval seeds",
+        "execution_blind": "the instruction-blind control: the same scenes and variations, the policy "
+        "given an empty instruction (what a policy that ignores the instruction would score)",
         "seed_rule": " ".join(SEED_RULES.split()),
     }
 
@@ -356,7 +373,11 @@ def _save_embeddings(out_dir: Path, name: str, pairs: AlignmentPairs) -> Path:
 
 def _figures(evaluations: Sequence[ModelEvaluation], settings: EvaluationSettings, out_dir: Path) -> dict:
     files: dict[str, str] = {}
-    executions = {e.name: e.results["execution"] for e in evaluations if "execution" in e.results}
+    executions = {}
+    for e in evaluations:  # each model beside its instruction-blind control
+        for key, label in (("execution", e.name), ("execution_blind", f"{e.name} (instruction-blind)")):
+            if key in e.results:
+                executions[label] = e.results[key]
     if executions:
         files["success_plot"] = str(plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT))
     recognitions = {e.name: e.results["recognition"] for e in evaluations if "recognition" in e.results}
