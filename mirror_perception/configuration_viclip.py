@@ -1,7 +1,7 @@
 """ViCLIP configuration: one typed dataclass plus the named presets.
 
 The two official presets reproduce the released InternVid checkpoints exactly (key names and shapes in
-`research/viclip_keys/`); `cpu_tiny` is our from-scratch size for two CPU cores.
+`test/data/viclip_keys/`); `cpu_tiny` is our from-scratch size for two CPU cores.
 """
 
 from __future__ import annotations

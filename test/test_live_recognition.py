@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ros_test_support import require_module
 
 from mirror_perception.demonstration import (
     FrameSource,
@@ -145,7 +146,7 @@ def test_the_stored_demo_is_the_recorded_one(demo, offline, checkpoint):
 
 
 def test_perception_node_decides_like_evaluate(demo, checkpoint, offline, one_torch_thread):
-    pytest.importorskip("rclpy")
+    require_module("rclpy")
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -244,7 +245,7 @@ def test_perception_node_decides_like_evaluate(demo, checkpoint, offline, one_to
 
 def test_perception_node_watches_the_checkpoints_camera_only(checkpoint, one_torch_thread):
     """A video model knows only the viewpoint it was trained on: another camera is refused at start-up."""
-    pytest.importorskip("rclpy")
+    require_module("rclpy")
     import rclpy
     from rclpy.parameter import Parameter
 

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ros_test_support import environment, require_module, wait_for  # noqa: E402
 
-pytest.importorskip("rclpy")
-pytest.importorskip("mcap_ros2")
-
-from ros_test_support import environment, wait_for  # noqa: E402
+require_module("rclpy")
+require_module("mcap_ros2")
 
 from mirror_policy.ros.message_definitions import (  # noqa: E402
     SEPARATOR,

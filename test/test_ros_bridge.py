@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_test_support import SpinningClient, environment, require_module, wait_for  # noqa: E402
 
-pytest.importorskip("rclpy")
+require_module("rclpy")
 
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from ros_test_support import SpinningClient, environment, wait_for  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from ros_test_support import require_module  # noqa: E402
 
-pytest.importorskip("rclpy")
+require_module("rclpy")
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import Pose  # noqa: E402

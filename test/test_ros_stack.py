@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from ros_test_support import SpinningClient, environment, require_module, wait_for  # noqa: E402
 
-pytest.importorskip("rclpy")
-
-from ros_test_support import SpinningClient, environment, wait_for  # noqa: E402
+require_module("rclpy")
 
 from mirror_perception.ros.recognized_action import (  # noqa: E402
     RecognitionMessageError,
