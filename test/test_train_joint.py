@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from joint_test_data import build_tiny_dataset
+from joint_test_data import SMALL, build_tiny_dataset, train_cli
 
 from mirror_perception.errors import CheckpointError
 from mirror_policy.inference import MirrorAgent
@@ -39,15 +39,6 @@ from sim_bridge.dataset import EpisodeRecord, RLBenchDataset, load_episode
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-# Tiny models and batches so that a step takes a fraction of a second on a loaded machine.
-SMALL = [
-    "viclip.vision_width=64", "viclip.vision_layers=1", "viclip.text_width=64", "viclip.text_layers=1",
-    "viclip.embed_dim=32", "arp.img_size=32", "arp.point_stride=4", "arp.mvt_view_layers=1",
-    "arp.mvt_joint_layers=1", "arp.cross_layers=1", "arp.self_layers=1", "arp.mlp_dim=64",
-    "data.holdout_fraction=0.25", "data.sampling=keyframes", "batch_size=3", "eval_pairs=2", "log_every=1",
-    "eval_every=1000", "checkpoint_every=1000", "optim.warmup_steps=1", "progress=false", "device=cpu",
-    "optim.video_lr=1e-3", "optim.arp_lr_per_sample=1e-3",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +48,6 @@ def data_root() -> Path:
 
 def small_config(data_root: Path, out: Path, *extra: str):
     return load_train_config(None, [*SMALL, f"data.root={data_root}", f"out={out}", *extra])
-
-
-def cli(data_root: Path, out: Path, *extra: str) -> list[str]:
-    args = ["--data", str(data_root), "--out", str(out), "--log-level", "WARNING"]
-    for item in SMALL:
-        args += ["--set", item]
-    return args + list(extra)
 
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -171,7 +155,7 @@ def test_clear_errors_for_bad_data(data_root: Path, tmp_path: Path) -> None:
         JointTrainer(small_config(data_root, tmp_path / "a", "arp.camera_resolution=64"), CPU)
     with pytest.raises(TrainingDataError, match="overhead"):
         JointTrainer(small_config(data_root, tmp_path / "b", "arp.cameras=[front, overhead]"), CPU)
-    assert main(cli(tmp_path / "missing", tmp_path / "c", "--steps", "1")) == 2
+    assert main(train_cli(tmp_path / "missing", tmp_path / "c", "--steps", "1")) == 2
     assert not (tmp_path / "c" / "checkpoints").exists()
 
 
@@ -339,7 +323,7 @@ def test_video_camera_sets_the_checkpoints_camera_and_the_clips(data_root: Path,
 # ------------------------------------------------------------------------------------ runs and resuming
 def test_end_to_end_run_writes_logs_and_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(cli(data_root, out, "--steps", "3", "--set", "au_update_prob=1.0")) == 0
+    assert main(train_cli(data_root, out, "--steps", "3", "--set", "au_update_prob=1.0")) == 0
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if "loss/total" in m]
     assert [m["step"] for m in train] == [0, 1, 2]
@@ -357,13 +341,13 @@ def test_end_to_end_run_writes_logs_and_a_loadable_checkpoint(data_root: Path, t
     assert np.isfinite(action.to_vector()).all() and e.shape == (agent.model.config.arp.embed_dim,)
     assert agent.model.config.instructions == sorted({r.descriptions[0] for r in RLBenchDataset(data_root)})
     # a second fresh run into the same directory is refused
-    assert main(cli(data_root, out, "--steps", "3")) == 2
+    assert main(train_cli(data_root, out, "--steps", "3")) == 2
 
 
 def test_resume_continues_exactly_and_refuses_other_settings(data_root: Path, tmp_path: Path) -> None:
     common = ("--steps", "4", "--set", "au_update_prob=0.5", "--seed", "3")
-    assert main(cli(data_root, tmp_path / "straight", *common)) == 0
-    assert main(cli(data_root, tmp_path / "split", *common, "--set", "stop_after=2")) == 0
+    assert main(train_cli(data_root, tmp_path / "straight", *common)) == 0
+    assert main(train_cli(data_root, tmp_path / "split", *common, "--set", "stop_after=2")) == 0
     assert (tmp_path / "split" / "checkpoints" / "latest").read_text().strip() == "step_00000002"
     assert not (tmp_path / "split" / "final").exists()
 

@@ -18,6 +18,8 @@ generate_demos never uses; each task's variations whose instruction the model wa
 --all-variations, a generalisation figure) are shuffled per (seed, task) and cycled. --processes N runs the
 rollouts in N simulator processes (same scenes and outcomes as one process). --blind-control repeats every
 rollout with an empty instruction (the instruction-blind control, beside the success figures in the CSVs).
+--probe-steps N also trains fresh alignment heads on each frozen model and its training split
+(probes/<model>/) and reports Recall@1 through them (alignment_probe), the paper's "spontaneous alignment".
 Writes results.json, eval_results.csv (per task), summary.csv (per model), success.png, recognition.png,
 tsne.png and the aligned embeddings (npz) into --out; with --videos also an annotated GIF of every rollout
 (videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif, its path in the episode's results entry), and
@@ -88,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-recognition", action="store_true")
     parser.add_argument("--skip-alignment", action="store_true")
     parser.add_argument(
+        "--probe-steps",
+        type=int,
+        default=0,
+        help="also measure Recall@1 through alignment heads probed for this many steps on the frozen models "
+        "and their training split (paper Sec. 2.2; the fair measure for a baseline); 0 = off",
+    )
+    parser.add_argument(
+        "--probe-data", type=Path, help="training data for the probes (default: each model's own data root)"
+    )
+    parser.add_argument(
         "--blind-control",
         action="store_true",
         help="also roll out the same scenes with an empty instruction: the instruction-blind control that "
@@ -150,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         processes=args.processes,
         all_variations=args.all_variations,
         blind_control=args.blind_control,
+        probe_steps=args.probe_steps,
+        probe_data=args.probe_data,
         videos=args.videos,
         point_clouds=args.point_clouds,
     )

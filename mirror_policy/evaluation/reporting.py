@@ -37,7 +37,8 @@ SUMMARY_COLUMNS = (
     "model", "checkpoint", "success_mean_pct", "success_std_pct", "blind_success_mean_pct",
     "blind_success_std_pct", "recognition_top1_pct",
     "recognition_topk_pct", "recognition_chance_pct", "recall_at_1_u_to_e_pct", "recall_at_1_e_to_u_pct",
-    "recall_at_1_mean_pct", "recall_at_1_chance_pct", "alignment_pairing", "alignment_pairs",
+    "recall_at_1_mean_pct", "recall_at_1_chance_pct", "recall_at_1_u_to_e_probe_pct",
+    "recall_at_1_e_to_u_probe_pct", "probe_steps", "alignment_pairing", "alignment_pairs",
     "total_s_per_episode",
 )  # fmt: skip
 VARIATION_COLUMNS = (
@@ -189,6 +190,13 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                 recall_at_1_chance_pct=_pct(alignment[pairing]["chance"]),
                 alignment_pairing=pairing,
                 alignment_pairs=str(alignment["pairs"]),
+            )
+        if probe := model.get("alignment_probe"):
+            pairing = probe["pairing"]
+            row.update(
+                recall_at_1_u_to_e_probe_pct=_pct(probe[pairing]["u_to_e"]),
+                recall_at_1_e_to_u_probe_pct=_pct(probe[pairing]["e_to_u"]),
+                probe_steps=str(probe["probe_steps"]),
             )
         rows.append(row)
     return rows

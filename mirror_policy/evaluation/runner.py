@@ -19,6 +19,7 @@ from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.evaluation.execution_metrics import summarize_execution
 from mirror_policy.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror_policy.evaluation.held_out_eval import evaluate_held_out
+from mirror_policy.evaluation.probing import PROBES_DIR, probed_model_dir
 from mirror_policy.evaluation.recognition import summarize_recognition
 from mirror_policy.evaluation.reporting import file_stem as _file_stem
 from mirror_policy.evaluation.reporting import write_results
@@ -65,6 +66,8 @@ class EvaluationSettings:
     processes: int = 1  # simulator processes for the rollouts (each with its own copy of the model)
     all_variations: bool = False  # roll out every variation, not only those with a trained instruction
     blind_control: bool = False  # also roll out the same scenes with an empty instruction (run_episode)
+    probe_steps: int = 0  # > 0: also Recall@1 through heads probed for this many steps (probing.py)
+    probe_data: Path | None = None  # the training data of the probes (default: each model's own data.root)
     videos: bool = False  # one annotated GIF per rollout under <out>/videos/<model>/
     point_clouds: bool = False  # one PLY per keyframe step under <out>/point_clouds/<model>/ (needs open3d)
     extra: dict = field(default_factory=dict)
@@ -87,6 +90,10 @@ class EvaluationSettings:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.pairing is not None and self.pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if self.probe_steps < 0:
+            raise ValueError(f"probe_steps must be >= 0, got {self.probe_steps}")
+        if self.probe_steps and not self.alignment:
+            raise ValueError("probing measures alignment, which is skipped")
         if self.max_pairs_per_episode is not None and self.max_pairs_per_episode < 1:
             raise ValueError("max_pairs_per_episode must be >= 1")
         if self.planning_time is not None and not self.planning_time > 0:
@@ -99,6 +106,7 @@ class EvaluationSettings:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["data"] = None if self.data is None else str(self.data)
+        data["probe_data"] = None if self.probe_data is None else str(self.probe_data)
         return data
 
 
@@ -184,10 +192,13 @@ def evaluate_model(
     env: SimBackend | None = None,
     video_dir: Path | None = None,
     point_cloud_dir: Path | None = None,
+    probe_dir: Path | None = None,
 ) -> ModelEvaluation:
     """Evaluate one checkpoint; ``env`` is needed when rollouts are on; with ``video_dir`` every rollout is
     filmed there (:class:`~mirror_policy.evaluation.rollout_video.RolloutVideoRecorder`), with
-    ``point_cloud_dir`` its keyframe steps are written there as PLY (:mod:`.rollout_point_cloud`)."""
+    ``point_cloud_dir`` its keyframe steps are written there as PLY (:mod:`.rollout_point_cloud`); with
+    ``settings.probe_steps`` the heads are also probed (in ``probe_dir``) and Recall@1 measured through
+    them."""
     resolved = resolve_checkpoint(checkpoint)
     agent = MirrorAgent(JointModel.from_pretrained(resolved.model_dir, map_location=settings.device),
                         device=settings.device)  # fmt: skip
@@ -222,6 +233,23 @@ def evaluate_model(
         if settings.alignment and pairs is not None:
             results["alignment"] = {"pairing": pairing, **alignment_metrics(pairs)}
             evaluation.pairs = pairs
+        if settings.probe_steps:
+            if probe_dir is None:
+                raise ValueError("probing needs a probe_dir")
+            probed = probed_model_dir(
+                resolved.model_dir, settings.probe_steps, probe_dir, settings.probe_data, settings.device,
+                settings.progress,
+            )  # fmt: skip
+            probed_agent = MirrorAgent(JointModel.from_pretrained(probed, map_location=settings.device),
+                                       device=settings.device)  # fmt: skip
+            _, probe_pairs, _ = evaluate_held_out(
+                probed_agent, held_out, False, True, settings.top_k, settings.max_pairs_per_episode,
+                settings.progress, f"{name}: probed heads",
+            )  # fmt: skip
+            results["alignment_probe"] = {
+                "pairing": pairing, "probe_steps": settings.probe_steps, "model": str(probed),
+                **alignment_metrics(probe_pairs),
+            }  # fmt: skip
     if settings.rollouts:
         if env is None and settings.processes == 1:
             raise ValueError("rollouts in this process need a simulator (env)")
@@ -282,6 +310,9 @@ def protocol_description(settings: EvaluationSettings) -> dict:
         "alignment": "Recall@1 of cosine nearest-neighbour retrieval both ways between T_u u (clip) and "
         "T_e e (policy inference at frame 0 and every keyframe but the last of the same held-out demo); "
         "a hit shares the pair's key (episode / instruction / class)",
+        "alignment_probe": "the same Recall@1 through fresh heads T_u, T_e trained for probe_steps steps on "
+        "the frozen models and the model's training split (paper Sec. 2.2); the fair measure for a model "
+        "whose heads never trained",
         "execution": "success by the task's condition after any keyframe; at most max_steps keyframes; a "
         "planning or invalid-action error ends the episode as a failure; std = sample std over eval seeds",
         "execution_blind": "the instruction-blind control: the same scenes and variations, the policy "
@@ -327,8 +358,9 @@ def run_evaluation(
             model_env = env
             if settings.rollouts and model_env is None and settings.processes == 1:
                 model_env = _simulator_for(config.arp.camera_resolution, settings, own_envs)
+            probe_dir = out_dir / PROBES_DIR / _file_stem(name) if settings.probe_steps else None
             evaluation = evaluate_model(
-                name, checkpoint, settings, model_env, video_dirs.get(name), cloud_dirs.get(name)
+                name, checkpoint, settings, model_env, video_dirs.get(name), cloud_dirs.get(name), probe_dir
             )
             evaluations.append(evaluation)
             results["models"][name] = evaluation.results
