@@ -64,6 +64,7 @@ setup(
             "evaluate = mirror_policy.evaluation.evaluate:main",
             "learning_curve = mirror_policy.evaluation.learning_curve:main",
             "video_camera_study = mirror_policy.evaluation.video_camera_study:main",
+            "mirror_study = mirror_policy.evaluation.mirror_study:main",
             "sim_bridge_node = sim_bridge.ros.bridge_node:main",
             "policy_node = mirror_policy.ros.policy_node:main",
             "perception_node = mirror_perception.ros.perception_node:main",

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainConfigError, PerceptionError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
+    file_handler = None
     try:
         trainer = JointTrainer(config, dist, resume=args.resume)
         if dist.is_main:
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     finally:
+        if file_handler is not None:  # a caller running several trainings in one process (mirror_study)
+            logging.getLogger().removeHandler(file_handler)
+            file_handler.close()
         teardown(dist)
     return 0
 

@@ -1,0 +1,111 @@
+"""mirror_study: both arms over training seeds on the tiny dataset, CSVs with intervals, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from joint_test_data import SMALL, build_tiny_dataset
+
+from mirror_policy.evaluation.mirror_study import (
+    PLOT_NAME,
+    RUN_COLUMNS,
+    RUN_CSV_NAME,
+    SUMMARY_CSV_NAME,
+    interval,
+    main,
+    summary_rows,
+)
+from mirror_policy.joint_model import JointModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_args(out: Path, results: Path) -> list[str]:
+    args = [
+        "--config",
+        str(REPO / "config" / "train_cpu_small.yaml"),
+        "--data",
+        str(build_tiny_dataset()),
+        "--out",
+        str(out),
+        "--results",
+        str(results),
+        "--seeds",
+        "0",
+        "1",
+        "--steps",
+        "2",
+        "--episodes",
+        "1",
+        "--eval-seeds",
+        "0",
+        "--probe-steps",
+        "2",
+        "--max-steps",
+        "2",
+        "--no-progress",
+    ]
+    for item in [*SMALL, "precision=fp32", "threads=1"]:
+        args += ["--set", item]
+    return args  # fmt: skip
+
+
+def read(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) -> None:
+    out, results = tmp_path / "runs", tmp_path / "results"
+    assert main(study_args(out, results)) == 0
+    rows = read(results / RUN_CSV_NAME)
+    assert [(r["arm"], r["train_seed"]) for r in rows] == [
+        ("mirror", "0"), ("baseline", "0"), ("mirror", "1"), ("baseline", "1"),
+    ]  # fmt: skip
+    assert set(RUN_COLUMNS) | {"success_push_buttons"} == set(rows[0])
+    for row in rows:
+        assert all(0.0 <= float(row[k]) <= 1.0 for k in RUN_COLUMNS[2:]), row
+    # the arms differ only in the alignment weight; the baseline's heads never trained
+    mirror = JointModel.read_extra(out / "mirror_seed0" / "final")["train_config"]
+    baseline = JointModel.read_extra(out / "baseline_seed0" / "final")["train_config"]
+    assert {k for k in mirror if mirror[k] != baseline[k]} == {"align_weight", "out"}
+    assert baseline["align_weight"] == 0 and mirror["align_weight"] > 0
+    summary = {r["metric"]: r for r in read(results / SUMMARY_CSV_NAME)}
+    assert summary["success_mean"]["paired_seeds"] == "2"
+    differences = [
+        float(rows[i]["recall_u2e_probe"]) - float(rows[i + 1]["recall_u2e_probe"]) for i in (0, 2)
+    ]
+    assert float(summary["recall_u2e_probe"]["difference_mean"]) == pytest.approx(
+        np.mean(differences), abs=1e-4
+    )
+    assert (results / PLOT_NAME).stat().st_size > 0
+    caplog.set_level(logging.INFO)
+    before = (results / RUN_CSV_NAME).read_text()
+    assert main(study_args(out, results)) == 0  # everything is done: nothing retrains or re-evaluates
+    assert caplog.text.count("trained, skipped") == 4 and caplog.text.count("evaluated, skipped") == 4
+    assert (results / RUN_CSV_NAME).read_text() == before
+
+
+def test_intervals_and_paired_differences() -> None:
+    mean, low, high = interval([0.2, 0.4, 0.6])
+    assert mean == pytest.approx(0.4) and low == pytest.approx(0.4 - 4.302653 * 0.2 / np.sqrt(3))
+    assert np.isnan(interval([0.5])[1])
+    rows = [{"arm": arm, "train_seed": seed, **dict.fromkeys(RUN_COLUMNS[2:], value)}
+            for arm, seed, value in (("mirror", 0, 0.5), ("baseline", 0, 0.3), ("mirror", 1, 0.7),
+                                     ("baseline", 2, 0.1))]  # fmt: skip
+    summary = {r["metric"]: r for r in summary_rows(rows)}["success_mean"]
+    assert summary["paired_seeds"] == 1 and summary["difference_mean"] == pytest.approx(0.2)
+    assert summary["mirror_mean"] == pytest.approx(0.6) and summary["baseline_mean"] == pytest.approx(0.2)
+
+
+def test_bad_settings_fail_before_any_run(tmp_path: Path, caplog) -> None:
+    args = study_args(tmp_path / "runs", tmp_path / "results")
+    assert main([*args, "--set", "batch_size=1"]) == 2
+    assert "batch_size" in caplog.text and not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit):
+        main([*args, "--probe-steps", "0"])
