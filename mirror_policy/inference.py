@@ -42,6 +42,7 @@ class MirrorAgent:
         return cls(JointModel.from_pretrained(directory, map_location=device), device=device)
 
     # --------------------------------------------------------------------------- embodied execution
+    @torch.no_grad()
     def _language_of(self, instruction: str | None) -> tuple[Tensor, Tensor]:
         if instruction is None:  # instruction-blind: the text of nothing
             if None not in self._language:

@@ -4,7 +4,9 @@ alignment heads T_u / T_e, with one config and one checkpoint format.
 ARP is conditioned on language through ViCLIP's *text tower*: the per-token features after ``ln_final``
 (``TextTransformer.token_features``), read without gradient. This plays the role of ARP's frozen CLIP text
 encoder (research/arp.md section 1) while keeping one text model in the system, so ``arp.lang_dim`` is forced
-to the ViCLIP text width.
+to the ViCLIP text width. ``policy_text: own`` gives ARP a text tower of its own instead (same architecture,
+own weights, ``arp.text_encoder``, trained by L_EE only): then nothing but the alignment loss couples the
+two models, the independent baseline of a mirror-vs-baseline comparison.
 
 Checkpoint = a directory with ``model.safetensors`` (every tensor of the three modules under the prefixes
 ``viclip.``, ``arp.``, ``alignment.``) and ``config.json`` (the :class:`JointConfig`), plus optional
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 
 from mirror_perception.configuration_viclip import ViCLIPConfig, get_config
 from mirror_perception.errors import CheckpointError, ConfigError
-from mirror_perception.modeling_viclip import ViCLIP
+from mirror_perception.modeling_viclip import TextTransformer, ViCLIP
 from mirror_perception.tokenizer import ClipTokenizer
 from mirror_policy.alignment import AlignmentConfig, MirrorAlignment
 from mirror_policy.configuration_arp import ARPConfig, ARPConfigError, named_config
@@ -42,6 +44,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 EXTRA_NAME = "extra.json"
 FORMAT_VERSION = 1
+POLICY_TEXT = ("shared", "own")  # where ARP's language features come from (JointConfig.policy_text)
 
 __all__ = [
     "CONFIG_NAME",
@@ -77,6 +80,7 @@ class JointConfig(JsonConfig):
     instructions: list[str] = field(default_factory=list)
     clip_frames: int = 8
     camera_for_video: str = "front"
+    policy_text: str = "shared"  # ARP's language input: ViCLIP's text tower ("shared") or its own ("own")
 
     def __post_init__(self) -> None:
         self.instructions = list(self.instructions)
@@ -94,6 +98,8 @@ class JointConfig(JsonConfig):
             )
         if not isinstance(self.camera_for_video, str) or not self.camera_for_video:
             raise JointConfigError("camera_for_video must name a camera")
+        if self.policy_text not in POLICY_TEXT:
+            raise JointConfigError(f"policy_text must be one of {POLICY_TEXT}, got {self.policy_text!r}")
         bad = [s for s in self.instructions if not isinstance(s, str) or not s.strip()]
         if bad:
             raise JointConfigError(f"instructions must be non-empty strings, got {bad[:3]}")
@@ -109,6 +115,7 @@ class JointConfig(JsonConfig):
             "instructions": list(self.instructions),
             "clip_frames": self.clip_frames,
             "camera_for_video": self.camera_for_video,
+            "policy_text": self.policy_text,
         }
 
     @classmethod
@@ -159,6 +166,10 @@ class JointModel(nn.Module):
         self.viclip = ViCLIP(config.viclip)
         self.arp = ARPPolicy(config.arp)
         self.alignment = MirrorAlignment(config.viclip.embed_dim, config.arp.embed_dim, config.alignment)
+        if (
+            config.policy_text == "own"
+        ):  # part of the policy: ARP's optimizer, DDP wrapper and checkpoint keys
+            self.arp.add_module("text_encoder", TextTransformer(config.viclip))
         self.tokenizer = ClipTokenizer(context_length=config.viclip.context_length)
 
     @classmethod
@@ -172,12 +183,12 @@ class JointModel(nn.Module):
         """A fresh model from named presets.
 
         ``overrides`` may hold ``viclip_overrides`` / ``arp_overrides`` (dicts of preset fields to replace),
-        ``alignment`` (an :class:`AlignmentConfig` or a dict of its fields), ``clip_frames`` and
-        ``camera_for_video``.
+        ``alignment`` (an :class:`AlignmentConfig` or a dict of its fields), ``clip_frames``,
+        ``camera_for_video`` and ``policy_text``.
         """
         viclip_overrides = dict(overrides.pop("viclip_overrides", {}) or {})
         arp_overrides = dict(overrides.pop("arp_overrides", {}) or {})
-        unknown = sorted(set(overrides) - {"alignment", "clip_frames", "camera_for_video"})
+        unknown = sorted(set(overrides) - {"alignment", "clip_frames", "camera_for_video", "policy_text"})
         if unknown:
             raise JointConfigError(f"unknown from_names override(s): {unknown}")
         viclip_config = get_config(viclip, **viclip_overrides)
@@ -194,6 +205,7 @@ class JointModel(nn.Module):
             instructions=list(instructions),
             clip_frames=overrides.get("clip_frames", viclip_config.num_frames),
             camera_for_video=overrides.get("camera_for_video", "front"),
+            policy_text=overrides.get("policy_text", "shared"),
         )
         return cls(config)
 
@@ -202,17 +214,23 @@ class JointModel(nn.Module):
     def device(self) -> torch.device:
         return self.alignment.t_u.weight.device
 
-    @torch.no_grad()
+    @property
+    def policy_text_encoder(self) -> TextTransformer | None:
+        """ARP's own text tower (``policy_text: own``), None when it reads ViCLIP's."""
+        return getattr(self.arp, "text_encoder", None)
+
     def language_features(
         self, instructions: Sequence[str], allow_empty: bool = False
     ) -> tuple[Tensor, Tensor]:
-        """ARP's language input: ViCLIP text-tower token features ``(B, L, text_width)`` and a ``(B, L)``
-        bool mask that is True up to and including the end-of-text token.
+        """ARP's language input: text-tower token features ``(B, L, text_width)`` and a ``(B, L)`` bool mask
+        that is True up to and including the end-of-text token.
 
         ``L`` is the longest tokenised instruction of the batch (the tower is causal, so trailing padding
-        never changes a real token's feature). Computed without gradient and in eval mode: ARP treats the
-        text tower as a frozen encoder; only the AU loss trains it. An empty instruction (start and end
-        tokens only) is refused as a likely mistake unless ``allow_empty`` (the instruction-blind control).
+        never changes a real token's feature). ViCLIP's tower is read without gradient and in eval mode: ARP
+        treats it as a frozen encoder; only the AU loss trains it. ARP's own tower (``policy_text: own``)
+        runs with gradient where one is recorded: L_EE trains it with the policy. An empty instruction (start
+        and end tokens only) is refused as a likely mistake unless ``allow_empty`` (the instruction-blind
+        control).
         """
         if isinstance(instructions, str) or not instructions:
             raise ValueError("instructions must be a non-empty sequence of strings")
@@ -222,13 +240,18 @@ class JointModel(nn.Module):
         eot = ids.argmax(dim=1)  # end-of-text is the largest id in CLIP's vocabulary
         length = int(eot.max()) + 1
         ids = ids[:, :length].to(self.device)
-        text = self.viclip.text_encoder
-        was_training = text.training
-        text.eval()
-        try:
-            features = text.token_features(ids)
-        finally:
-            text.train(was_training)
+        own = self.policy_text_encoder
+        if own is not None:
+            features = own.token_features(ids)
+        else:
+            text = self.viclip.text_encoder
+            was_training = text.training
+            text.eval()
+            try:
+                with torch.no_grad():
+                    features = text.token_features(ids)
+            finally:
+                text.train(was_training)
         mask = torch.arange(length, device=self.device)[None, :] <= eot.to(self.device)[:, None]
         return features, mask
 

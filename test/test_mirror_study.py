@@ -69,11 +69,13 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     ]  # fmt: skip
     assert set(RUN_COLUMNS) | {"success_push_buttons"} == set(rows[0])
     for row in rows:
-        assert all(0.0 <= float(row[k]) <= 1.0 for k in RUN_COLUMNS[2:]), row
+        assert row["policy_text"] == "own"
+        assert all(0.0 <= float(row[k]) <= 1.0 for k in RUN_COLUMNS[3:]), row
     # the arms differ only in the alignment weight; the baseline's heads never trained
     mirror = JointModel.read_extra(out / "mirror_seed0" / "final")["train_config"]
     baseline = JointModel.read_extra(out / "baseline_seed0" / "final")["train_config"]
     assert {k for k in mirror if mirror[k] != baseline[k]} == {"align_weight", "out"}
+    assert mirror["policy_text"] == baseline["policy_text"] == "own"
     assert baseline["align_weight"] == 0 and mirror["align_weight"] > 0
     summary = {r["metric"]: r for r in read(results / SUMMARY_CSV_NAME)}
     assert summary["success_mean"]["paired_seeds"] == "2"
@@ -95,7 +97,7 @@ def test_intervals_and_paired_differences() -> None:
     mean, low, high = interval([0.2, 0.4, 0.6])
     assert mean == pytest.approx(0.4) and low == pytest.approx(0.4 - 4.302653 * 0.2 / np.sqrt(3))
     assert np.isnan(interval([0.5])[1])
-    rows = [{"arm": arm, "train_seed": seed, **dict.fromkeys(RUN_COLUMNS[2:], value)}
+    rows = [{"arm": arm, "train_seed": seed, **dict.fromkeys(RUN_COLUMNS[3:], value)}
             for arm, seed, value in (("mirror", 0, 0.5), ("baseline", 0, 0.3), ("mirror", 1, 0.7),
                                      ("baseline", 2, 0.1))]  # fmt: skip
     summary = {r["metric"]: r for r in summary_rows(rows)}["success_mean"]

@@ -309,6 +309,33 @@ def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path:
         small_config(data_root, tmp_path / "bad", "init_parts=[policy]")
 
 
+def test_policy_text_own_gives_arp_its_own_tower_trained_by_the_ee_loss(
+    data_root: Path, tmp_path: Path
+) -> None:
+    shared = JointTrainer(small_config(data_root, tmp_path / "shared"), CPU)
+    assert shared.model.policy_text_encoder is None
+    assert not any(k.startswith("arp.text_encoder.") for k in shared.model.state_dict())
+    trainer = JointTrainer(
+        small_config(data_root, tmp_path / "own", "policy_text=own", "au_update_prob=0.0"), CPU
+    )
+    own = trainer.model.policy_text_encoder
+    assert own is not None and own is not trainer.model.viclip.text_encoder
+    before_own, before_viclip = params(own), params(trainer.model.viclip.text_encoder)
+    for step in range(2):
+        trainer.train_step(step, trainer.builder.build(step))
+    assert changed(before_own, own)  # L_EE trains the policy's own tower
+    assert not changed(before_viclip, trainer.model.viclip.text_encoder)  # no AU step: ViCLIP's is untouched
+    trainer.model.save_pretrained(tmp_path / "saved")
+    loaded = JointModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.policy_text == "own"
+    torch.testing.assert_close(
+        loaded.language_features(["push the red button"])[0],
+        trainer.model.language_features(["push the red button"])[0].detach(),
+    )
+    with pytest.raises(TrainConfigError, match="policy_text"):
+        small_config(data_root, tmp_path / "bad", "policy_text=borrowed")
+
+
 def test_video_camera_sets_the_checkpoints_camera_and_the_clips(data_root: Path, tmp_path: Path) -> None:
     trainer = JointTrainer(small_config(data_root, tmp_path / "wrist", "data.video_camera=wrist"), CPU)
     assert trainer.model.config.camera_for_video == "wrist"

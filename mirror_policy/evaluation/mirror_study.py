@@ -4,7 +4,10 @@
         --results docs/results
 
 Both arms train with the same config, data, steps and seeds; they differ only in ``align_weight`` (the
-config's for ``mirror``, 0 for ``baseline``; the study is about the loss, so nothing else changes). Each run
+config's for ``mirror``, 0 for ``baseline``; the study is about the loss, so nothing else changes).
+``--policy-text own`` gives ARP a text tower of its own in both arms, so that nothing but the alignment loss
+couples ViCLIP and ARP (the independent baseline); ``shared`` (the shipped model's recipe) lets ARP read
+ViCLIP's text tower, which L_AU trains. Every row says which (column ``policy_text``). Each run
 is then evaluated with one protocol: held-out recognition, Recall@1 through the heads as trained and through
 probed heads (the baseline's never trained, so only the probe judges it), rollout success on the trained
 instructions and, in the same scenes, the instruction-blind control. Writes into ``--results``:
@@ -37,6 +40,7 @@ from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.evaluation.reporting import RESULTS_NAME
 from mirror_policy.evaluation.rollout import MAX_KEYFRAMES
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
+from mirror_policy.joint_model import POLICY_TEXT
 from mirror_policy.training.checkpointing import CHECKPOINTS_DIR, FINAL_DIR
 from mirror_policy.training.config import TrainConfigError, load_train_config
 from mirror_policy.training.train_joint import main as train_joint
@@ -50,10 +54,10 @@ RUN_CSV_NAME = "mirror_vs_baseline.csv"
 SUMMARY_CSV_NAME = "mirror_vs_baseline_summary.csv"
 PLOT_NAME = "mirror_vs_baseline.png"
 RUN_COLUMNS = (
-    "arm", "train_seed", "recognition_top1", "recall_u2e_trained", "recall_e2u_trained", "recall_u2e_probe",
-    "recall_e2u_probe", "success_mean", "success_blind_mean",
+    "arm", "train_seed", "policy_text", "recognition_top1", "recall_u2e_trained", "recall_e2u_trained",
+    "recall_u2e_probe", "recall_e2u_probe", "success_mean", "success_blind_mean",
 )  # fmt: skip
-METRICS = RUN_COLUMNS[2:]
+METRICS = RUN_COLUMNS[3:]
 SUMMARY_COLUMNS = (
     "metric", "mirror_mean", "mirror_ci95_low", "mirror_ci95_high", "baseline_mean", "baseline_ci95_low",
     "baseline_ci95_high", "paired_seeds", "difference_mean", "difference_ci95_low", "difference_ci95_high",
@@ -92,13 +96,14 @@ def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict
     return json.loads(path.read_text())["models"][name]
 
 
-def run_row(arm: str, seed: int, model: dict) -> dict[str, float | str | int]:
+def run_row(arm: str, seed: int, policy_text: str, model: dict) -> dict[str, float | str | int]:
     """One CSV row from a run's ``evaluate`` results (rates as fractions)."""
     pairing = model["alignment"]["pairing"]
     trained, probe = model["alignment"][pairing], model["alignment_probe"][pairing]
     row: dict[str, float | str | int] = {
         "arm": arm,
         "train_seed": seed,
+        "policy_text": policy_text,
         "recognition_top1": model["recognition"]["overall"]["top1"],
         "recall_u2e_trained": trained["u_to_e"],
         "recall_e2u_trained": trained["e_to_u"],
@@ -195,6 +200,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="training config override for both arms (as train_joint --set); repeatable",
     )  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=MAX_KEYFRAMES, help="keyframes per rollout")
+    parser.add_argument(
+        "--policy-text", choices=POLICY_TEXT, default="own",
+        help="ARP's text tower in both arms: its own (default: only the loss couples the models) or ViCLIP's",
+    )  # fmt: skip
     parser.add_argument("--episodes", type=int, default=25, help="rollouts per task and evaluation seed")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--probe-steps", type=int, default=1000, help="steps of each run's alignment probe")
@@ -212,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     extra = [] if args.steps is None else ["--steps", str(args.steps)]
+    args.overrides.append(f"policy_text={args.policy_text}")
     for override in args.overrides:
         extra += ["--set", override]
     if args.no_progress:
@@ -229,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for arm in args.arms:
                 run_dir = args.out / run_name(arm, seed)
                 train_arm(args.config, args.data, run_dir, arm, seed, extra)
-                rows.append(run_row(arm, seed, evaluate_arm(run_dir, run_name(arm, seed), settings)))
+                model = evaluate_arm(run_dir, run_name(arm, seed), settings)
+                rows.append(run_row(arm, seed, args.policy_text, model))
                 write_outputs(rows, args.results)
     except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
         log.error("%s", err)

@@ -22,7 +22,7 @@ from mirror_perception.configuration_viclip import get_config
 from mirror_perception.errors import ConfigError
 from mirror_policy.alignment import PAIRINGS, AlignmentConfig
 from mirror_policy.configuration_arp import ARPConfigError, named_config
-from mirror_policy.joint_model import JointConfig
+from mirror_policy.joint_model import JointConfig, JointConfigError
 from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.serialization import JsonConfig
 
@@ -122,6 +122,9 @@ class TrainConfig(JsonConfig):
         into the AU model before training, position tables resized to the configured input (the paper
         fine-tunes InternVid weights).
     viclip_temperature: if > 0, set ViCLIP's temperature to this at the start (paper: tau_vclip = 0.05).
+    policy_text: ARP's language input: ``shared`` = ViCLIP's text tower (trained by L_AU only, read without
+        gradient); ``own`` = a text tower of ARP's own (same architecture, trained by L_EE), so that nothing
+        but the alignment loss couples the two models (the independent baseline).
     stop_after: end this invocation (with a checkpoint) once this many steps are done, 0 = run to ``steps``;
         for time-limited jobs that ``--resume`` later with the same schedule.
     batch_size: pairs (one AU clip + one EE sample) per process and step.
@@ -146,6 +149,7 @@ class TrainConfig(JsonConfig):
     probe: bool = False
     init: str = ""
     init_parts: list[str] = field(default_factory=lambda: list(INIT_PARTS))
+    policy_text: str = "shared"
     viclip_weights: str = ""
     viclip_temperature: float = 0.0
     out: str = "runs/joint"
@@ -241,8 +245,9 @@ class TrainConfig(JsonConfig):
                 instructions=list(instructions),
                 clip_frames=viclip_config.num_frames,
                 camera_for_video=self.data.video_camera,
+                policy_text=self.policy_text,
             )
-        except (ConfigError, ARPConfigError, TypeError, ValueError) as exc:
+        except (ConfigError, ARPConfigError, JointConfigError, TypeError, ValueError) as exc:
             raise TrainConfigError(f"invalid model settings: {exc}") from exc
 
     # ------------------------------------------------------------------------------ serialisation
