@@ -396,6 +396,7 @@ def test_rollouts_use_the_trained_variations_unless_asked(evaluated):
     assert all(e["variation"] in variations[e["task"]] for e in episodes)
 
 
+@pytest.mark.slow  # starts simulator processes
 def test_parallel_rollouts_give_the_serial_outcomes(run_dir, sim):
     plans = plan_rollouts(
         ["push_buttons", "open_drawer"], {"push_buttons": [0, 1], "open_drawer": [0]}, [0], 2

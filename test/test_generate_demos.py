@@ -37,6 +37,7 @@ def test_written_episode_reads_back_identically(bullet_env, tmp_path):
     assert discover_keyframes(loaded.observations) == episode.waypoint_frames
 
 
+@pytest.mark.slow  # records several demonstrations twice
 def test_cli_writes_resumes_and_reports(tmp_path, capsys):
     args = [
         "--tasks",

@@ -18,6 +18,7 @@ import pytest
 from ros_test_support import SpinningClient, environment, require_module, wait_for  # noqa: E402
 
 require_module("rclpy")
+pytestmark = pytest.mark.slow  # every test here starts the bridge node process
 
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402

@@ -29,6 +29,7 @@ import yaml
 from ros_test_support import SpinningClient, environment, require_module, wait_for  # noqa: E402
 
 require_module("rclpy")
+pytestmark = pytest.mark.slow  # every test here starts node processes
 
 from mirror_perception.ros.recognized_action import (  # noqa: E402
     RecognitionMessageError,
@@ -638,7 +639,6 @@ def main_command_env() -> dict[str, str]:
     return child_environment() | {"ROS_DOMAIN_ID": str(MAIN_COMMAND_DOMAIN)}
 
 
-@pytest.mark.slow
 def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_file, tmp_path):
     # The bridge starts on push_buttons variation 49 and the loop moves it to turn_tap (2 variations): the
     # task and variation must change together (a variation checked against the old task would be refused).
@@ -666,7 +666,6 @@ def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_fil
     assert "Traceback" not in text
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_the_loop_exits_130_without_orphans(ros_env, checkpoint, params_file):
     run = Process(bringup_command(checkpoint, params_file, "--episodes", "3"), main_command_env())
     try:

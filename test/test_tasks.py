@@ -25,6 +25,7 @@ def test_instructions_cover_every_variation(name):
     assert task.variation_count() == 1 or len(set(canonical)) > 1
 
 
+@pytest.mark.slow  # ~2 minutes for the 18 tasks
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_demo_succeeds_and_keyframes_match_waypoints(bullet_env, name):
     seed = 100 + TASK_NAMES.index(name)
