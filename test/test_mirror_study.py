@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 from joint_test_data import SMALL, build_tiny_dataset
 
-from mirror_policy.evaluation.mirror_study import (
-    PLOT_NAME,
-    RUN_COLUMNS,
-    RUN_CSV_NAME,
-    SUMMARY_CSV_NAME,
-    interval,
-    main,
-    summary_rows,
-)
+from mirror_policy.evaluation.mirror_study import RUN_COLUMNS, Arm, interval, main, summary_rows
 from mirror_policy.joint_model import JointModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +55,7 @@ def read(path: Path) -> list[dict]:
 def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) -> None:
     out, results = tmp_path / "runs", tmp_path / "results"
     assert main(study_args(out, results)) == 0
-    rows = read(results / RUN_CSV_NAME)
+    rows = read(results / "mirror_vs_baseline.csv")
     assert [(r["arm"], r["train_seed"]) for r in rows] == [
         ("mirror", "0"), ("baseline", "0"), ("mirror", "1"), ("baseline", "1"),
     ]  # fmt: skip
@@ -77,20 +69,20 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     assert {k for k in mirror if mirror[k] != baseline[k]} == {"align_weight", "out"}
     assert mirror["policy_text"] == baseline["policy_text"] == "own"
     assert baseline["align_weight"] == 0 and mirror["align_weight"] > 0
-    summary = {r["metric"]: r for r in read(results / SUMMARY_CSV_NAME)}
-    assert summary["success_mean"]["paired_seeds"] == "2"
+    summary = {(r["metric"], r["arm"]): r for r in read(results / "mirror_vs_baseline_summary.csv")}
+    mirror_row = summary[("recall_u2e_probe", "mirror")]
+    assert mirror_row["paired_seeds"] == "2" and mirror_row["reference"] == "baseline"
+    assert summary[("recall_u2e_probe", "baseline")]["difference_mean"] == ""  # the reference itself
     differences = [
         float(rows[i]["recall_u2e_probe"]) - float(rows[i + 1]["recall_u2e_probe"]) for i in (0, 2)
     ]
-    assert float(summary["recall_u2e_probe"]["difference_mean"]) == pytest.approx(
-        np.mean(differences), abs=1e-4
-    )
-    assert (results / PLOT_NAME).stat().st_size > 0
+    assert float(mirror_row["difference_mean"]) == pytest.approx(np.mean(differences), abs=1e-4)
+    assert (results / "mirror_vs_baseline.png").stat().st_size > 0
     caplog.set_level(logging.INFO)
-    before = (results / RUN_CSV_NAME).read_text()
+    before = (results / "mirror_vs_baseline.csv").read_text()
     assert main(study_args(out, results)) == 0  # everything is done: nothing retrains or re-evaluates
     assert caplog.text.count("trained, skipped") == 4 and caplog.text.count("evaluated, skipped") == 4
-    assert (results / RUN_CSV_NAME).read_text() == before
+    assert (results / "mirror_vs_baseline.csv").read_text() == before
 
 
 def test_intervals_and_paired_differences() -> None:
@@ -100,9 +92,27 @@ def test_intervals_and_paired_differences() -> None:
     rows = [{"arm": arm, "train_seed": seed, **dict.fromkeys(RUN_COLUMNS[3:], value)}
             for arm, seed, value in (("mirror", 0, 0.5), ("baseline", 0, 0.3), ("mirror", 1, 0.7),
                                      ("baseline", 2, 0.1))]  # fmt: skip
-    summary = {r["metric"]: r for r in summary_rows(rows)}["success_mean"]
-    assert summary["paired_seeds"] == 1 and summary["difference_mean"] == pytest.approx(0.2)
-    assert summary["mirror_mean"] == pytest.approx(0.6) and summary["baseline_mean"] == pytest.approx(0.2)
+    summary = {(r["metric"], r["arm"]): r for r in summary_rows(rows, "baseline")}
+    mirror, baseline = summary[("success_mean", "mirror")], summary[("success_mean", "baseline")]
+    assert mirror["paired_seeds"] == 1 and mirror["difference_mean"] == pytest.approx(0.2)
+    assert mirror["mean"] == pytest.approx(0.6) and baseline["mean"] == pytest.approx(0.2)
+    assert "difference_mean" not in baseline
+
+
+def test_arms_parse_and_bad_arms_are_refused(tmp_path: Path) -> None:
+    assert Arm.parse("lambda0.25:align_weight=0.25,alignment.pairing=class") == Arm(
+        "lambda0.25", ("align_weight=0.25", "alignment.pairing=class")
+    )
+    assert Arm.parse("mirror:") == Arm("mirror", ())
+    args = study_args(tmp_path / "runs", tmp_path / "results")
+    for bad in (
+        ["--arm", "a b:"],
+        ["--arm", "x:align_weight"],
+        ["--arm", "a:", "--arm", "a:"],
+        ["--arm", "a:"],
+    ):
+        with pytest.raises(SystemExit):
+            main([*args, *bad])  # the last: the reference "baseline" is not an arm
 
 
 def test_bad_settings_fail_before_any_run(tmp_path: Path, caplog) -> None:

@@ -2,21 +2,27 @@
 
     mirror_study --config config/train_cpu_small.yaml --data data/train6 --out runs/study --seeds 0 1 2 \\
         --results docs/results
+    mirror_study ... --name ablation --reference instruction --arm episode:alignment.pairing=episode \\
+        --arm instruction: --arm class:alignment.pairing=class --arm lambda0.25:align_weight=0.25
 
-Both arms train with the same config, data, steps and seeds; they differ only in ``align_weight`` (the
-config's for ``mirror``, 0 for ``baseline``; the study is about the loss, so nothing else changes).
-``--policy-text own`` gives ARP a text tower of its own in both arms, so that nothing but the alignment loss
+Each arm is a name and training overrides (``--arm NAME:KEY=VALUE,KEY=VALUE``); the default arms are
+``mirror`` (the config as it is) and ``baseline`` (``align_weight=0``), and any other grid (the paper's
+Table 3 ablations: pairing by episode / instruction / class, lambda_align) is a list of arms.
+
+All arms train with the same config, data, steps and seeds and differ only in their overrides (mirror and
+baseline only in ``align_weight``: the study is about the loss, so nothing else changes).
+``--policy-text own`` gives ARP a text tower of its own in every arm, so that nothing but the alignment loss
 couples ViCLIP and ARP (the independent baseline); ``shared`` (the shipped model's recipe) lets ARP read
 ViCLIP's text tower, which L_AU trains. Every row says which (column ``policy_text``). Each run
 is then evaluated with one protocol: held-out recognition, Recall@1 through the heads as trained and through
 probed heads (the baseline's never trained, so only the probe judges it), rollout success on the trained
-instructions and, in the same scenes, the instruction-blind control. Writes into ``--results``:
+instructions and, in the same scenes, the instruction-blind control. Writes into ``--results`` (``NAME`` =
+``--name``, default ``mirror_vs_baseline``):
 
-* ``mirror_vs_baseline.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus
-  ``success_<task>``);
-* ``mirror_vs_baseline_summary.csv``: per metric, each arm's mean and 95% interval across training seeds
-  (t distribution) and the paired difference mirror - baseline over the seeds both arms finished;
-* ``mirror_vs_baseline.png``: the summary as bars with those intervals.
+* ``NAME.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus ``success_<task>``);
+* ``NAME_summary.csv``: per metric and arm, the mean and 95% interval across training seeds (t distribution)
+  and the paired difference arm - ``--reference`` over the seeds both finished;
+* ``NAME.png``: the arms' means with those intervals.
 
 Resumable as a whole: a run whose ``final/`` exists is not retrained (an unfinished one is resumed), an
 evaluation whose ``results.json`` exists is not redone, and the CSVs are rebuilt from what is on disk.
@@ -28,8 +34,10 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,40 +50,57 @@ from mirror_policy.evaluation.rollout import MAX_KEYFRAMES
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror_policy.joint_model import POLICY_TEXT
 from mirror_policy.training.checkpointing import CHECKPOINTS_DIR, FINAL_DIR
-from mirror_policy.training.config import TrainConfigError, load_train_config
+from mirror_policy.training.config import TrainConfigError, load_train_config, parse_override
 from mirror_policy.training.train_joint import main as train_joint
 from sim_bridge.errors import DatasetError, SimError
 
 log = logging.getLogger("mirror_study")
 
-ARMS = ("mirror", "baseline")
+DEFAULT_ARMS = ("mirror:", "baseline:align_weight=0")
+DEFAULT_NAME = "mirror_vs_baseline"
 EVAL_DIR = "eval"
-RUN_CSV_NAME = "mirror_vs_baseline.csv"
-SUMMARY_CSV_NAME = "mirror_vs_baseline_summary.csv"
-PLOT_NAME = "mirror_vs_baseline.png"
 RUN_COLUMNS = (
     "arm", "train_seed", "policy_text", "recognition_top1", "recall_u2e_trained", "recall_e2u_trained",
     "recall_u2e_probe", "recall_e2u_probe", "success_mean", "success_blind_mean",
 )  # fmt: skip
 METRICS = RUN_COLUMNS[3:]
 SUMMARY_COLUMNS = (
-    "metric", "mirror_mean", "mirror_ci95_low", "mirror_ci95_high", "baseline_mean", "baseline_ci95_low",
-    "baseline_ci95_high", "paired_seeds", "difference_mean", "difference_ci95_low", "difference_ci95_high",
+    "metric", "arm", "seeds", "mean", "ci95_low", "ci95_high", "reference", "paired_seeds", "difference_mean",
+    "difference_ci95_low", "difference_ci95_high",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a study: a name and the training overrides that make it (``--set`` syntax)."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Arm:
+        """``NAME:KEY=VALUE,KEY=VALUE`` (nothing after the colon: the config as it is)."""
+        name, _, settings = text.partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"arm {text!r}: the name must be letters, digits, '_', '.' or '-'")
+        overrides = tuple(item.strip() for item in settings.split(",") if item.strip())
+        for item in overrides:
+            parse_override(item)  # a malformed override fails now
+        return cls(name, overrides)
 
 
 def run_name(arm: str, seed: int) -> str:
     return f"{arm}_seed{seed}"
 
 
-def train_arm(config: Path, data: Path, run_dir: Path, arm: str, seed: int, extra: Sequence[str]) -> None:
+def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extra: Sequence[str]) -> None:
     """Train (or resume, or skip) one arm's run with ``train_joint``."""
     if (run_dir / FINAL_DIR).is_dir():
         log.info("%s: trained, skipped", run_dir)
         return
     argv = ["--config", str(config), "--data", str(data), "--seed", str(seed), *extra]
-    if arm == "baseline":
-        argv += ["--align-weight", "0"]
+    for override in arm.overrides:
+        argv += ["--set", override]
     if (run_dir / CHECKPOINTS_DIR).is_dir():
         log.info("%s: resuming", run_dir)
         argv += ["--resume", str(run_dir)]
@@ -127,57 +152,70 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def summary_rows(rows: Sequence[dict]) -> list[dict[str, float | str | int]]:
-    """Per metric: each arm across its seeds, and mirror - baseline paired by training seed."""
+def summary_rows(rows: Sequence[dict], reference: str) -> list[dict[str, float | str | int]]:
+    """Per metric and arm: the arm across its seeds, and arm - ``reference`` paired by training seed."""
     metrics = list(METRICS) + sorted({k for r in rows for k in r if k.startswith("success_")} - set(METRICS))
-    by_arm = {arm: {int(r["train_seed"]): r for r in rows if r["arm"] == arm} for arm in ARMS}
-    paired = sorted(set(by_arm["mirror"]) & set(by_arm["baseline"]))
+    arms = list(dict.fromkeys(str(r["arm"]) for r in rows))
+    by_arm = {arm: {int(r["train_seed"]): r for r in rows if r["arm"] == arm} for arm in arms}
+    base = by_arm.get(reference, {})
     out = []
     for metric in metrics:
-        row: dict[str, float | str | int] = {"metric": metric, "paired_seeds": len(paired)}
-        for arm in ARMS:
-            values = [float(r[metric]) for r in by_arm[arm].values() if r.get(metric) not in (None, "")]
-            mean, low, high = interval(values)
-            row.update({f"{arm}_mean": mean, f"{arm}_ci95_low": low, f"{arm}_ci95_high": high})
-        differences = [
-            float(by_arm["mirror"][s][metric]) - float(by_arm["baseline"][s][metric]) for s in paired
-        ]
-        mean, low, high = interval(differences)
-        row.update(difference_mean=mean, difference_ci95_low=low, difference_ci95_high=high)
-        out.append(row)
+        for arm in arms:
+            mine = by_arm[arm]
+            mean, low, high = interval(
+                [float(r[metric]) for r in mine.values() if r.get(metric) not in (None, "")]
+            )
+            row: dict[str, float | str | int] = {
+                "metric": metric, "arm": arm, "seeds": len(mine), "mean": mean, "ci95_low": low,
+                "ci95_high": high, "reference": reference,
+            }  # fmt: skip
+            if arm != reference:
+                paired = sorted(set(mine) & set(base))
+                differences = [float(mine[s][metric]) - float(base[s][metric]) for s in paired]
+                difference, low, high = interval(differences)
+                row.update(
+                    paired_seeds=len(paired), difference_mean=difference, difference_ci95_low=low,
+                    difference_ci95_high=high,
+                )  # fmt: skip
+            out.append(row)
     return out
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise")
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise", restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
 
 
-def plot_summary(summary: Sequence[dict], path: Path) -> Path:
+def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [r["metric"] for r in summary]
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    arms = list(dict.fromkeys(r["arm"] for r in summary))
+    width = 0.8 / max(len(arms), 1)
     x = np.arange(len(metrics))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.8 * len(metrics) + 2), 4.5))
-    for i, arm in enumerate(ARMS):
-        means = np.array([100 * float(r[f"{arm}_mean"]) for r in summary])
-        low = np.array([100 * float(r[f"{arm}_ci95_low"]) for r in summary])
-        high = np.array([100 * float(r[f"{arm}_ci95_high"]) for r in summary])
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * len(metrics) * len(arms) + 2), 4.5))
+    for i, arm in enumerate(arms):
+        mine = {r["metric"]: r for r in summary if r["arm"] == arm}
+        means = np.array([100 * float(mine[m]["mean"]) for m in metrics])
+        low = np.array([100 * float(mine[m]["ci95_low"]) for m in metrics])
+        high = np.array([100 * float(mine[m]["ci95_high"]) for m in metrics])
         errors = np.nan_to_num(np.vstack([means - low, high - means]))
-        ax.bar(x + (i - 0.5) * 0.38, means, 0.38, yerr=errors, capsize=3, label=arm)
+        seeds = max(int(r["seeds"]) for r in mine.values())
+        offset = (i - (len(arms) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=errors, capsize=2, label=f"{arm} ({seeds} seeds)")
     ax.set_xticks(x)
     ax.set_xticklabels(metrics, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("% (mean, 95% interval across training seeds)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"Mirror vs baseline ({int(summary[0]['paired_seeds']) if summary else 0} paired seeds)")
-    ax.legend()
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -193,7 +231,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs: <arm>_seed<s>/")
     parser.add_argument("--results", type=Path, default=Path("docs/results"), help="folder of the CSVs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument(
+        "--arm", dest="arms", action="append", metavar="NAME:KEY=VALUE,...",
+        help="an arm and its training overrides; repeatable (default: mirror: and baseline:align_weight=0)",
+    )  # fmt: skip
+    parser.add_argument("--reference", default="baseline", help="the arm every other is compared with")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="file stem of the CSVs and the plot")
     parser.add_argument("--steps", type=int, help="training steps of every run (default: the config's)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -214,6 +257,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--seeds repeat")
     if args.probe_steps < 1:
         parser.error("--probe-steps must be >= 1: the baseline's alignment is only measured after probing")
+    try:
+        args.arms = [Arm.parse(text) for text in (args.arms or DEFAULT_ARMS)]
+    except (ValueError, TrainConfigError) as err:
+        parser.error(str(err))
+    names = [a.name for a in args.arms]
+    if len(set(names)) != len(names):
+        parser.error(f"arm names repeat: {names}")
+    if args.reference not in names:
+        parser.error(f"--reference {args.reference!r} is not one of the arms {names}")
     return args
 
 
@@ -232,30 +284,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     try:
-        load_train_config(args.config, [*args.overrides, f"data.root={args.data}"])  # fails before any run
+        for arm in args.arms:  # a bad config or override fails before any run
+            load_train_config(args.config, [*args.overrides, *arm.overrides, f"data.root={args.data}"])
         settings.validate()
         rows = []
         for seed in args.seeds:
             for arm in args.arms:
-                run_dir = args.out / run_name(arm, seed)
+                run_dir = args.out / run_name(arm.name, seed)
                 train_arm(args.config, args.data, run_dir, arm, seed, extra)
-                model = evaluate_arm(run_dir, run_name(arm, seed), settings)
-                rows.append(run_row(arm, seed, args.policy_text, model))
-                write_outputs(rows, args.results)
+                model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
+                rows.append(run_row(arm.name, seed, args.policy_text, model))
+                write_outputs(rows, args.results, args.name, args.reference)
     except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
     return 0
 
 
-def write_outputs(rows: Sequence[dict], results: Path) -> None:
-    """The per-run CSV, the summary CSV and the plot, from every row so far."""
+def write_outputs(rows: Sequence[dict], results: Path, name: str, reference: str) -> None:
+    """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far."""
     tasks = sorted({k for r in rows for k in r if k.startswith("success_")} - set(METRICS))
-    write_csv(results / RUN_CSV_NAME, [*RUN_COLUMNS, *tasks], rows)
-    summary = summary_rows(rows)
-    write_csv(results / SUMMARY_CSV_NAME, SUMMARY_COLUMNS, summary)
-    plot_summary(summary, results / PLOT_NAME)
-    log.info("wrote %s (%d runs)", results / RUN_CSV_NAME, len(rows))
+    write_csv(results / f"{name}.csv", [*RUN_COLUMNS, *tasks], rows)
+    summary = summary_rows(rows, reference)
+    write_csv(results / f"{name}_summary.csv", SUMMARY_COLUMNS, summary)
+    plot_summary(summary, results / f"{name}.png", f"{name} (paired against {reference})")
+    log.info("wrote %s (%d runs)", results / f"{name}.csv", len(rows))
 
 
 if __name__ == "__main__":
