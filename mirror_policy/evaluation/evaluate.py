@@ -20,6 +20,8 @@ rollouts in N simulator processes (same scenes and outcomes as one process). --b
 rollout with an empty instruction (the instruction-blind control, beside the success figures in the CSVs).
 --probe-steps N also trains fresh alignment heads on each frozen model and its training split
 (probes/<model>/) and reports Recall@1 through them (alignment_probe), the paper's "spontaneous alignment".
+--rollout-alignment reports Recall@1 on the rollouts themselves, split into those that succeeded and failed
+(paper Fig. 3).
 Writes results.json, eval_results.csv (per task), summary.csv (per model), success.png, recognition.png,
 tsne.png and the aligned embeddings (npz) into --out; with --videos also an annotated GIF of every rollout
 (videos/<model>/<task>_seed<s>_ep<i>_{success|failure}.gif, its path in the episode's results entry), and
@@ -100,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-data", type=Path, help="training data for the probes (default: each model's own data root)"
     )
     parser.add_argument(
+        "--rollout-alignment",
+        action="store_true",
+        help="also measure Recall@1 on the rollouts, separately for those that succeeded and failed (paper "
+        "Fig. 3; renders every control tick, so rollouts get slower)",
+    )
+    parser.add_argument(
         "--blind-control",
         action="store_true",
         help="also roll out the same scenes with an empty instruction: the instruction-blind control that "
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         all_variations=args.all_variations,
         blind_control=args.blind_control,
         probe_steps=args.probe_steps,
+        rollout_alignment=args.rollout_alignment,
         probe_data=args.probe_data,
         videos=args.videos,
         point_clouds=args.point_clouds,

@@ -38,7 +38,9 @@ SUMMARY_COLUMNS = (
     "blind_success_std_pct", "recognition_top1_pct",
     "recognition_topk_pct", "recognition_chance_pct", "recall_at_1_u_to_e_pct", "recall_at_1_e_to_u_pct",
     "recall_at_1_mean_pct", "recall_at_1_chance_pct", "recall_at_1_u_to_e_probe_pct",
-    "recall_at_1_e_to_u_probe_pct", "probe_steps", "alignment_pairing", "alignment_pairs",
+    "recall_at_1_e_to_u_probe_pct", "probe_steps", "rollout_recall_at_1_succeeded_pct",
+    "rollout_recall_at_1_failed_pct", "rollout_recall_at_1_succeeded_probe_pct",
+    "rollout_recall_at_1_failed_probe_pct", "alignment_pairing", "alignment_pairs",
     "total_s_per_episode",
 )  # fmt: skip
 VARIATION_COLUMNS = (
@@ -191,6 +193,11 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                 alignment_pairing=pairing,
                 alignment_pairs=str(alignment["pairs"]),
             )
+        pairing = (model.get("alignment") or {}).get("pairing", "instruction")
+        for key, suffix in (("rollout_alignment", ""), ("rollout_alignment_probe", "_probe")):
+            for label, subset in model.get(key, {}).items():  # mean of both directions
+                if pairing in subset:
+                    row[f"rollout_recall_at_1_{label}{suffix}_pct"] = _pct(subset[pairing]["mean"])
         if probe := model.get("alignment_probe"):
             pairing = probe["pairing"]
             row.update(

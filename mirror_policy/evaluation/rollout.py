@@ -55,9 +55,11 @@ class RolloutObserver:
     def on_start(self, info: EpisodeInfo, observation: Observation) -> None:
         """The episode was reset; ``observation`` is its first."""
 
-    def on_keyframe(self, step: int, observation: Observation, action: KeyframeAction) -> None:
-        """The policy predicted ``action`` for ``step`` from ``observation``; the simulator has not tried
-        to reach it yet."""
+    def on_keyframe(
+        self, step: int, observation: Observation, action: KeyframeAction, e: np.ndarray | None = None
+    ) -> None:
+        """The policy predicted ``action`` (and its representation ``e``) for ``step`` from ``observation``;
+        the simulator has not tried to reach it yet."""
 
     def on_frame(self, observation: Observation) -> None:
         """One control tick while the arm moves (the simulator's ``on_frame`` callback)."""
@@ -126,7 +128,7 @@ def run_episode(
     for step in range(max_steps):
         tick = time.perf_counter()
         try:
-            action, _ = policy.act(observation, None if blind else info.instruction, step)
+            action, embodied = policy.act(observation, None if blind else info.instruction, step)
         except InvalidActionError as err:  # the decoded action itself is malformed
             out.inference_seconds += time.perf_counter() - tick
             out.steps = step + 1
@@ -134,7 +136,7 @@ def run_episode(
             break
         out.inference_seconds += time.perf_counter() - tick
         for observer in observers:
-            observer.on_keyframe(step, observation, action)
+            observer.on_keyframe(step, observation, action, embodied)
         tick = time.perf_counter()
         try:
             result = env.step(action, on_frame if watching else None)

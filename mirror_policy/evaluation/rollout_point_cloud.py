@@ -107,7 +107,9 @@ class PointCloudRecorder(RolloutObserver):
         self.plan = plan
         self.paths: list[Path] = []
 
-    def on_keyframe(self, step: int, observation: Observation, action: KeyframeAction) -> None:
+    def on_keyframe(
+        self, step: int, observation: Observation, action: KeyframeAction, e: np.ndarray | None = None
+    ) -> None:
         scene, scene_colours = fused_point_cloud(observation, self.config)
         marker, marker_colours = keyframe_points(action)
         name = point_cloud_name(self.plan.task, self.plan.eval_seed, self.plan.episode, step)

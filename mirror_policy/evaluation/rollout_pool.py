@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror_policy.evaluation.execution_alignment import ExecutionFeatureRecorder, ExecutionFeatures
 from mirror_policy.evaluation.rollout import EpisodeOutcome, RolloutObserver, RolloutPlan, run_episode
 from mirror_policy.evaluation.rollout_point_cloud import PointCloudRecorder
 from mirror_policy.evaluation.rollout_video import RolloutVideoRecorder
@@ -32,6 +33,7 @@ class RolloutJob:
     video_dir: Path | None = None
     point_cloud_dir: Path | None = None
     blind: bool = False  # the instruction-blind control (run_episode)
+    features: bool = False  # keep each rollout's u and e (execution_alignment; renders every tick)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class RolloutResult:
     outcome: EpisodeOutcome
     video: Path | None
     point_clouds: list[Path]
+    features: ExecutionFeatures | None = None
 
 
 def embedded_simulator(image_size: int, planning_time: float | None) -> SimBackend:
@@ -54,7 +57,10 @@ def embedded_simulator(image_size: int, planning_time: float | None) -> SimBacke
 def run_one(env: SimBackend, agent: MirrorAgent, job: RolloutJob, plan: RolloutPlan) -> RolloutResult:
     """One planned rollout, filmed / captured as the job asks."""
     observers: list[RolloutObserver] = []
-    video = cloud = None
+    video = cloud = recorder = None
+    if job.features:
+        recorder = ExecutionFeatureRecorder(agent.config.camera_for_video)
+        observers.append(recorder)
     if job.video_dir is not None:
         video = RolloutVideoRecorder(job.video_dir, job.max_steps)
         observers.append(video)
@@ -65,7 +71,10 @@ def run_one(env: SimBackend, agent: MirrorAgent, job: RolloutJob, plan: RolloutP
         env, agent, plan.task, plan.variation, plan.env_seed, job.max_steps, plan.eval_seed, plan.episode,
         observers, job.blind,
     )  # fmt: skip
-    return RolloutResult(outcome, video.path if video else None, list(cloud.paths) if cloud else [])
+    return RolloutResult(
+        outcome, video.path if video else None, list(cloud.paths) if cloud else [],
+        recorder.features(agent) if recorder else None,
+    )  # fmt: skip
 
 
 _WORKER: tuple[SimBackend, MirrorAgent, RolloutJob] | None = None

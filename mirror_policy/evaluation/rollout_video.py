@@ -369,7 +369,9 @@ class RolloutVideoRecorder(RolloutObserver):
         self.video.caption = [self._title, "reset"]
         self.video.add(observation.camera(self.camera), force=True)
 
-    def on_keyframe(self, step: int, observation: Observation, action: KeyframeAction) -> None:
+    def on_keyframe(
+        self, step: int, observation: Observation, action: KeyframeAction, e: np.ndarray | None = None
+    ) -> None:
         gripper = "open" if action.gripper_open else "close"
         self.video.markers.append(KeyframeMarker.of(step, action))
         self.video.caption = [self._title, f"keyframe {step + 1}/{self.max_steps}: gripper {gripper}"]

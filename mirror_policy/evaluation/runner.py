@@ -16,6 +16,7 @@ from mirror_policy.evaluation import plots
 from mirror_policy.evaluation.alignment_metrics import AlignmentPairs, alignment_metrics
 from mirror_policy.evaluation.checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from mirror_policy.evaluation.errors import EvaluationError
+from mirror_policy.evaluation.execution_alignment import outcome_alignment
 from mirror_policy.evaluation.execution_metrics import summarize_execution
 from mirror_policy.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror_policy.evaluation.held_out_eval import evaluate_held_out
@@ -68,6 +69,7 @@ class EvaluationSettings:
     blind_control: bool = False  # also roll out the same scenes with an empty instruction (run_episode)
     probe_steps: int = 0  # > 0: also Recall@1 through heads probed for this many steps (probing.py)
     probe_data: Path | None = None  # the training data of the probes (default: each model's own data.root)
+    rollout_alignment: bool = False  # Recall@1 on the rollouts, succeeded vs failed (execution_alignment)
     videos: bool = False  # one annotated GIF per rollout under <out>/videos/<model>/
     point_clouds: bool = False  # one PLY per keyframe step under <out>/point_clouds/<model>/ (needs open3d)
     extra: dict = field(default_factory=dict)
@@ -94,6 +96,8 @@ class EvaluationSettings:
             raise ValueError(f"probe_steps must be >= 0, got {self.probe_steps}")
         if self.probe_steps and not self.alignment:
             raise ValueError("probing measures alignment, which is skipped")
+        if self.rollout_alignment and not self.rollouts:
+            raise ValueError("rollout alignment is measured on the rollouts, which are skipped")
         if self.max_pairs_per_episode is not None and self.max_pairs_per_episode < 1:
             raise ValueError("max_pairs_per_episode must be >= 1")
         if self.planning_time is not None and not self.planning_time > 0:
@@ -210,6 +214,7 @@ def evaluate_model(
         "vocabulary_size": len(vocabulary),
     }
     evaluation = ModelEvaluation(name, results)
+    probed_agent: MirrorAgent | None = None
     held_out: list[HeldOutEpisode] = []
     demo_seeds: list[int] = []
     if settings.recognition or settings.alignment:
@@ -266,12 +271,19 @@ def evaluate_model(
         results["rollout_variations"] = variations
         job = RolloutJob(
             resolved.model_dir, settings.max_steps, settings.device, settings.planning_time, video_dir,
-            point_cloud_dir,
+            point_cloud_dir, features=settings.rollout_alignment,
         )  # fmt: skip
         rollouts = _rollouts(job, plans, settings, agent, env, f"{name}: rollouts")
         evaluation.outcomes = [r.outcome for r in rollouts]
+        if settings.rollout_alignment:  # paper Fig. 3
+            features = [r.features for r in rollouts]
+            results["rollout_alignment"] = outcome_alignment(agent, evaluation.outcomes, features)
+            if probed_agent is not None:
+                results["rollout_alignment_probe"] = outcome_alignment(
+                    probed_agent, evaluation.outcomes, features
+                )
         if settings.blind_control:  # the same scenes, instruction-blind, never filmed
-            blind_job = replace(job, video_dir=None, point_cloud_dir=None, blind=True)
+            blind_job = replace(job, video_dir=None, point_cloud_dir=None, blind=True, features=False)
             blind = [r.outcome for r in _rollouts(blind_job, plans, settings, agent, env, f"{name}: blind")]
             results["execution_blind"] = summarize_execution(blind, settings.eval_seeds)
             results["execution_blind"]["episodes"] = [o.to_dict() for o in blind]
@@ -315,6 +327,9 @@ def protocol_description(settings: EvaluationSettings) -> dict:
         "whose heads never trained",
         "execution": "success by the task's condition after any keyframe; at most max_steps keyframes; a "
         "planning or invalid-action error ends the episode as a failure; std = sample std over eval seeds",
+        "rollout_alignment": "Recall@1 on the rollouts (paper Fig. 3), over those that succeeded and those "
+        "that failed: T_u u of the video camera's view of the whole rollout paired with T_e e of each of its "
+        "keyframes (through the probed heads in rollout_alignment_probe)",
         "execution_blind": "the instruction-blind control: the same scenes and variations, the policy "
         "given an empty instruction (what a policy that ignores the instruction would score)",
         "seed_rule": " ".join(SEED_RULES.split()),
