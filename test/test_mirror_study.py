@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def study_args(out: Path, results: Path) -> list[str]:
         "--max-steps",
         "2",
         "--no-progress",
+        "--rollout-alignment",
     ]
     for item in [*SMALL, "precision=fp32", "threads=1"]:
         args += ["--set", item]
@@ -59,7 +61,10 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     assert [(r["arm"], r["train_seed"]) for r in rows] == [
         ("mirror", "0"), ("baseline", "0"), ("mirror", "1"), ("baseline", "1"),
     ]  # fmt: skip
-    assert set(RUN_COLUMNS) | {"success_push_buttons"} == set(rows[0])
+    assert set(RUN_COLUMNS) | {"success_push_buttons"} <= set(rows[0])
+    evaluated = json.loads((out / "mirror_seed0" / "eval" / "results.json").read_text())["models"]
+    split = evaluated["mirror_seed0"]["rollout_alignment_probe"]  # paper Fig. 3, through probed heads
+    assert split["succeeded"]["rollouts"] + split["failed"]["rollouts"] == 1
     for row in rows:
         assert row["policy_text"] == "own"
         assert all(0.0 <= float(row[k]) <= 1.0 for k in RUN_COLUMNS[3:]), row

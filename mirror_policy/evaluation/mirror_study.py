@@ -19,7 +19,8 @@ probed heads (the baseline's never trained, so only the probe judges it), rollou
 instructions and, in the same scenes, the instruction-blind control. Writes into ``--results`` (``NAME`` =
 ``--name``, default ``mirror_vs_baseline``):
 
-* ``NAME.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus ``success_<task>``);
+* ``NAME.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus ``success_<task>`` and,
+  with ``--rollout-alignment``, ``rollout_recall_{succeeded,failed}_probe``: paper Fig. 3);
 * ``NAME_summary.csv``: per metric and arm, the mean and 95% interval across training seeds (t distribution)
   and the paired difference arm - ``--reference`` over the seeds both finished;
 * ``NAME.png``: the arms' means with those intervals.
@@ -64,6 +65,7 @@ RUN_COLUMNS = (
     "recall_u2e_probe", "recall_e2u_probe", "success_mean", "success_blind_mean",
 )  # fmt: skip
 METRICS = RUN_COLUMNS[3:]
+EXTRA_PREFIXES = ("success_", "rollout_recall_")  # per-task success, Fig. 3 alignment when measured
 SUMMARY_COLUMNS = (
     "metric", "arm", "seeds", "mean", "ci95_low", "ci95_high", "reference", "paired_seeds", "difference_mean",
     "difference_ci95_low", "difference_ci95_high",
@@ -137,6 +139,10 @@ def run_row(arm: str, seed: int, policy_text: str, model: dict) -> dict[str, flo
         "success_mean": model["execution"]["overall"]["success_mean"],
         "success_blind_mean": model["execution_blind"]["overall"]["success_mean"],
     }
+    for label in ("succeeded", "failed"):  # paper Fig. 3 (--rollout-alignment), through the probed heads
+        subset = model.get("rollout_alignment_probe", {}).get(label, {})
+        if pairing in subset:
+            row[f"rollout_recall_{label}_probe"] = subset[pairing]["mean"]
     for task, summary in sorted(model["execution"]["per_task"].items()):
         row[f"success_{task}"] = summary["success_mean"]
     return row
@@ -154,7 +160,9 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 def summary_rows(rows: Sequence[dict], reference: str) -> list[dict[str, float | str | int]]:
     """Per metric and arm: the arm across its seeds, and arm - ``reference`` paired by training seed."""
-    metrics = list(METRICS) + sorted({k for r in rows for k in r if k.startswith("success_")} - set(METRICS))
+    metrics = list(METRICS) + sorted(
+        {k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS)
+    )
     arms = list(dict.fromkeys(str(r["arm"]) for r in rows))
     by_arm = {arm: {int(r["train_seed"]): r for r in rows if r["arm"] == arm} for arm in arms}
     base = by_arm.get(reference, {})
@@ -251,6 +259,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--probe-steps", type=int, default=1000, help="steps of each run's alignment probe")
     parser.add_argument("--processes", type=int, default=1, help="simulator processes for the rollouts")
+    parser.add_argument(
+        "--rollout-alignment", action="store_true",
+        help="also Recall@1 on succeeded vs failed rollouts (paper Fig. 3; rollouts render every tick)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
@@ -280,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra.append("--no-progress")
     settings = EvaluationSettings(
         episodes=args.episodes, eval_seeds=tuple(args.eval_seeds), processes=args.processes,
-        max_steps=args.max_steps, blind_control=True, probe_steps=args.probe_steps, probe_data=args.data,
+        max_steps=args.max_steps, blind_control=True, rollout_alignment=args.rollout_alignment,
+        probe_steps=args.probe_steps, probe_data=args.data,
         progress=not args.no_progress,
     )  # fmt: skip
     try:
@@ -303,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_outputs(rows: Sequence[dict], results: Path, name: str, reference: str) -> None:
     """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far."""
-    tasks = sorted({k for r in rows for k in r if k.startswith("success_")} - set(METRICS))
-    write_csv(results / f"{name}.csv", [*RUN_COLUMNS, *tasks], rows)
+    extra = sorted({k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS))
+    write_csv(results / f"{name}.csv", [*RUN_COLUMNS, *extra], rows)
     summary = summary_rows(rows, reference)
     write_csv(results / f"{name}_summary.csv", SUMMARY_COLUMNS, summary)
     plot_summary(summary, results / f"{name}.png", f"{name} (paired against {reference})")
