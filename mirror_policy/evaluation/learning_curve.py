@@ -106,10 +106,7 @@ def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def plot_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     """Percent metrics against step on the left axis, position error in cm on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mirror_policy.evaluation.plots import plt, save_figure
 
     rows = sorted(rows, key=lambda r: float(r["step"]))
     steps = [float(r["step"]) for r in rows]
@@ -132,9 +129,7 @@ def plot_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
     left.legend(handles, labels, fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def learning_curve(

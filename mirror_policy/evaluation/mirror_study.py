@@ -199,10 +199,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
 
 
 def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mirror_policy.evaluation.plots import plt, save_figure
 
     metrics = list(dict.fromkeys(r["metric"] for r in summary))
     arms = list(dict.fromkeys(r["arm"] for r in summary))
@@ -224,10 +221,7 @@ def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
     ax.set_ylim(0, 105)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -18,6 +18,15 @@ from mirror_policy.evaluation.alignment_metrics import AlignmentPairs  # noqa: E
 from mirror_policy.evaluation.recognition import ConfusionMatrix  # noqa: E402
 from mirror_policy.evaluation.reporting import confusion_file  # noqa: E402
 
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG (120 dpi) and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 log = logging.getLogger(__name__)
 
 SUCCESS_PLOT = "success.png"
@@ -59,10 +68,7 @@ def plot_success(executions: Mapping[str, Mapping], path: Path) -> Path:
     ax.set_ylabel("success rate (%)")
     ax.set_title(f"Success per task (mean ± std over {seeds} seed(s))")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_recognition(recognitions: Mapping[str, Mapping], path: Path) -> Path:
@@ -89,10 +95,7 @@ def plot_recognition(recognitions: Mapping[str, Mapping], path: Path) -> Path:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Action understanding: top-1 recognition among all instructions")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def confusion_plot_name(model: str) -> str:
@@ -130,10 +133,7 @@ def plot_confusion(confusion: ConfusionMatrix | Mapping, path: Path, model: str)
     ax.set_ylabel("true instruction (correct/videos)")
     correct, videos = int(np.trace(counts)), int(counts.sum())
     ax.set_title(f"{model}: recognition confusion, top-1 {correct}/{videos}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _pca_2d(points: np.ndarray) -> np.ndarray:
@@ -220,7 +220,4 @@ def plot_aligned_space(
         ax.set_title(f"{name}: aligned space, {method}\ncoloured by {colouring}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path, methods
+    return save_figure(fig, path), methods

@@ -156,10 +156,7 @@ def write_rows(path: Path, rows: Sequence[dict]) -> None:
 
 
 def plot_study(rows: Sequence[dict], path: Path, chance_pct: float) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mirror_policy.evaluation.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for camera in dict.fromkeys(r["camera"] for r in rows):
@@ -173,10 +170,7 @@ def plot_study(rows: Sequence[dict], path: Path, chance_pct: float) -> Path:
     ax.set_ylim(0, 100)
     ax.set_title("Which camera the video model watches")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
