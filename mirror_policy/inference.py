@@ -19,8 +19,8 @@ from torch import Tensor
 from mirror_perception.demonstration import Frames, demonstration_clip, recognize_demonstration
 from mirror_perception.recognition import InstructionRecognizer
 from mirror_policy.joint_model import JointModel
-from mirror_policy.preprocessing import EPISODE_LENGTH, make_batch
-from sim_bridge.actions import KeyframeAction
+from mirror_policy.preprocessing import make_batch
+from sim_bridge.actions import MAX_KEYFRAMES, KeyframeAction
 from sim_bridge.observation import Observation
 
 __all__ = ["MirrorAgent"]
@@ -60,7 +60,7 @@ class MirrorAgent:
         observation: Observation,
         instruction: str | None,
         step: int,
-        episode_length: int = EPISODE_LENGTH,
+        episode_length: int = MAX_KEYFRAMES,
     ) -> tuple[KeyframeAction, np.ndarray]:
         """The next keyframe for ``observation`` under ``instruction`` at keyframe ``step`` (0-based, used
         for ARP's time feature), and the embodied representation e ``(arp.embed_dim,)``. ``instruction``

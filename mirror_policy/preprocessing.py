@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from mirror_policy.configuration_arp import ARPConfig
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.observation import CameraFrame, Observation
 
-EPISODE_LENGTH = 25  # RLBench / PerAct evaluation: at most 25 keyframe steps
 FINGER_MAX = 0.04  # Panda finger joint range, metres
 
 
@@ -32,7 +32,7 @@ class PolicyInputError(ValueError):
     """An observation or batch that the ARP policy cannot use (missing camera, wrong size, bad shape)."""
 
 
-def time_feature(step: int, episode_length: int = EPISODE_LENGTH) -> float:
+def time_feature(step: int, episode_length: int = MAX_KEYFRAMES) -> float:
     """PerAct's time channel: +1 at the first keyframe step, -1 at the last allowed one."""
     if episode_length < 2:
         raise PolicyInputError(f"episode_length must be >= 2, got {episode_length}")
@@ -41,7 +41,7 @@ def time_feature(step: int, episode_length: int = EPISODE_LENGTH) -> float:
     return (1.0 - step / (episode_length - 1)) * 2.0 - 1.0
 
 
-def low_dim_state(observation: Observation, step: int, episode_length: int = EPISODE_LENGTH) -> np.ndarray:
+def low_dim_state(observation: Observation, step: int, episode_length: int = MAX_KEYFRAMES) -> np.ndarray:
     """``[gripper_open, finger_1, finger_2, time]`` as float32."""
     fingers = np.asarray(observation.gripper_joint_positions, dtype=np.float64).reshape(-1)
     if fingers.size != 2:
@@ -74,7 +74,7 @@ def _camera_arrays(name: str, frame: CameraFrame, config: ARPConfig) -> tuple[np
 
 
 def observation_to_sample(
-    observation: Observation, config: ARPConfig, step: int, episode_length: int = EPISODE_LENGTH
+    observation: Observation, config: ARPConfig, step: int, episode_length: int = MAX_KEYFRAMES
 ) -> dict[str, Tensor]:
     """One observation -> ``{"points", "rgb", "low_dim_state"}`` tensors (see module docstring)."""
     missing = [name for name in config.cameras if name not in observation.cameras]
@@ -112,7 +112,7 @@ def make_batch(
     lang_mask: Tensor,
     steps: Sequence[int],
     action: Tensor | None = None,
-    episode_length: int = EPISODE_LENGTH,
+    episode_length: int = MAX_KEYFRAMES,
 ) -> dict[str, Tensor]:
     """Observations (+ language, keyframe steps, optional actions) -> a validated batch."""
     if len(steps) != len(observations):

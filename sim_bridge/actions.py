@@ -9,6 +9,9 @@ import numpy as np
 from sim_bridge.errors import InvalidActionError
 
 ACTION_SIZE = 9
+# RLBench / PerAct: an episode gets at most 25 keyframe actions (rollouts, the bridge's episodes, and the
+# length of ARP's time feature).
+MAX_KEYFRAMES = 25
 # Quaternions further than this from unit norm are refused rather than silently normalised:
 # they point at a bug upstream, not at rounding.
 QUATERNION_NORM_TOLERANCE = 0.05

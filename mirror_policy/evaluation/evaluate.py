@@ -37,9 +37,9 @@ from pathlib import Path
 
 from mirror_perception.errors import CheckpointError
 from mirror_policy.evaluation.errors import EvaluationError
-from mirror_policy.evaluation.rollout import MAX_KEYFRAMES
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror_policy.training.checkpointing import FINAL_DIR
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.errors import DatasetError, SimError
 
 log = logging.getLogger("evaluate")

@@ -18,7 +18,7 @@ from mirror_policy.evaluation.episode_data import (
 from mirror_policy.evaluation.held_out import HeldOutEpisode
 from mirror_policy.evaluation.recognition import RecognitionRecord
 from mirror_policy.inference import MirrorAgent
-from mirror_policy.preprocessing import EPISODE_LENGTH
+from sim_bridge.actions import MAX_KEYFRAMES
 
 
 def evaluate_held_out(
@@ -69,7 +69,7 @@ def evaluate_held_out(
         u = agent.video_embedding(video)
         observations = load_observations(episode, [f for f, _ in frames], cameras)
         for observation, (_, step) in zip(observations, frames):
-            _, e = agent.act(observation, episode.instruction, min(step, EPISODE_LENGTH - 1))
+            _, e = agent.act(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
             u_rows.append(u)
             e_rows.append(e)
             tasks.append(episode.task)

@@ -47,12 +47,12 @@ from scipy import stats
 from mirror_perception.errors import CheckpointError
 from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.evaluation.reporting import RESULTS_NAME
-from mirror_policy.evaluation.rollout import MAX_KEYFRAMES
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror_policy.joint_model import POLICY_TEXT
 from mirror_policy.training.checkpointing import CHECKPOINTS_DIR, FINAL_DIR
 from mirror_policy.training.config import TrainConfigError, load_train_config, parse_override
 from mirror_policy.training.train_joint import main as train_joint
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.errors import DatasetError, SimError
 
 log = logging.getLogger("mirror_study")

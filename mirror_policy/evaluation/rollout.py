@@ -22,14 +22,13 @@ from typing import Protocol
 import numpy as np
 
 from mirror_policy.evaluation.seeds import environment_seed, variation_schedule
-from sim_bridge.actions import KeyframeAction
+from sim_bridge.actions import MAX_KEYFRAMES, KeyframeAction
 from sim_bridge.backend import EpisodeInfo, SimBackend
 from sim_bridge.errors import InvalidActionError, PlanningError
 from sim_bridge.observation import Observation
 
 log = logging.getLogger(__name__)
 
-MAX_KEYFRAMES = 25  # RLBench / PerAct: an episode gets at most 25 keyframe actions
 
 FAILURE_PLANNING = "planning_error"
 FAILURE_INVALID_ACTION = "invalid_action"

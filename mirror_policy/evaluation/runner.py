@@ -24,7 +24,7 @@ from mirror_policy.evaluation.probing import PROBES_DIR, probed_model_dir
 from mirror_policy.evaluation.recognition import summarize_recognition
 from mirror_policy.evaluation.reporting import file_stem as _file_stem
 from mirror_policy.evaluation.reporting import write_results
-from mirror_policy.evaluation.rollout import MAX_KEYFRAMES, EpisodeOutcome, RolloutPlan, plan_rollouts
+from mirror_policy.evaluation.rollout import EpisodeOutcome, RolloutPlan, plan_rollouts
 from mirror_policy.evaluation.rollout_point_cloud import require_open3d
 from mirror_policy.evaluation.rollout_pool import (
     RolloutJob,
@@ -37,6 +37,7 @@ from mirror_policy.evaluation.seeds import __doc__ as SEED_RULES
 from mirror_policy.inference import MirrorAgent
 from mirror_policy.joint_model import JointModel
 from mirror_policy.outputs import OutputDirectoryError, prepare_output_directory
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.backend import SimBackend
 
 log = logging.getLogger(__name__)

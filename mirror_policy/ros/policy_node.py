@@ -28,7 +28,6 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String
 
-from mirror_policy.preprocessing import EPISODE_LENGTH
 from mirror_policy.ros.acting import ActingState, InputLimits, observation_from_camera_set
 from mirror_policy.ros.agent_loading import load_agent
 from mirror_policy.ros.parameters import POLICY_PARAMETERS
@@ -43,6 +42,7 @@ from mirror_policy.ros.topics import (
     STANDBY_INSTRUCTION,
     events_qos,
 )
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.ros.errors import MessageError
 from sim_bridge.ros.messages import action_to_message, ns_to_stamp, target_pose_message
 from sim_bridge.ros.node_runtime import NodeStartupError, read_status, run_node
@@ -166,7 +166,7 @@ class PolicyNode(Node):
         instruction = self.instruction
         started = time.perf_counter()
         try:
-            action, _ = self.agent.act(observation, instruction, min(status.step, EPISODE_LENGTH - 1))
+            action, _ = self.agent.act(observation, instruction, min(status.step, MAX_KEYFRAMES - 1))
         except ValueError as err:  # PolicyInputError, InvalidActionError: input the model cannot use
             self.get_logger().warning(
                 f"cannot act on this observation: {err}", throttle_duration_sec=LOG_PERIOD

@@ -34,7 +34,8 @@ from mirror_perception.demonstration import demonstration_clip_indices
 from mirror_policy.alignment import index_by_key, key_function, pair_by_key
 from mirror_policy.augmentation import augment_batch
 from mirror_policy.configuration_arp import ARPConfig
-from mirror_policy.preprocessing import EPISODE_LENGTH, PolicyInputError, observation_to_sample
+from mirror_policy.preprocessing import PolicyInputError, observation_to_sample
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.dataset import EpisodeRecord, RLBenchDataset, discover_keyframes, load_episode, read_png
 from sim_bridge.dataset.layout import frame_file, image_folder
 from sim_bridge.errors import DatasetError
@@ -227,7 +228,7 @@ def form_transitions(entry: EpisodeEntry, mode: str, every_n: int = 10) -> list[
         chain = [k for k in keyframes if k > start]
         previous = start
         for position, keyframe in enumerate(chain):
-            step = min(position, EPISODE_LENGTH - 1)
+            step = min(position, MAX_KEYFRAMES - 1)
             out.append(Transition(entry, previous, keyframe, step))
             previous = keyframe
     return out

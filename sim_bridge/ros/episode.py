@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim_bridge.actions import KeyframeAction
+from sim_bridge.actions import MAX_KEYFRAMES, KeyframeAction
 from sim_bridge.backend import FrameCallback, SimBackend
 from sim_bridge.errors import (
     InvalidActionError,
@@ -27,7 +27,6 @@ from sim_bridge.ros.status import DEMO, EXECUTING, FAILURE, IDLE, RUNNING, SUCCE
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("bullet", "rlbench")
-DEFAULT_MAX_STEPS = 25
 NEXT_SEED = -1  # the seed parameter's value meaning "one more than the last episode's seed"
 MAX_SEED = 2**32 - 1  # numpy's legacy RNG (RLBench) takes 32-bit seeds
 
@@ -69,7 +68,7 @@ class EpisodeController:
     """Runs one episode at a time on a backend and keeps its :class:`EpisodeStatus` (``busy``/``stamp`` are
     left to the caller). Not thread-safe: call it from the thread that owns the backend."""
 
-    def __init__(self, backend: SimBackend, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+    def __init__(self, backend: SimBackend, max_steps: int = MAX_KEYFRAMES) -> None:
         self.backend = backend
         self.max_steps = max_steps
         self.catalog = backend_catalog(backend)

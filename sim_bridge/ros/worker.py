@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.backend import SimBackend
 from sim_bridge.errors import SimError
 from sim_bridge.observation import Observation
-from sim_bridge.ros.episode import DEFAULT_MAX_STEPS, EpisodeController, StopRequestedError
+from sim_bridge.ros.episode import EpisodeController, StopRequestedError
 from sim_bridge.ros.errors import BridgeBusyError, EpisodeStateError, MessageError
 from sim_bridge.ros.status import FAILURE, SUCCESS, EpisodeStatus
 
@@ -38,7 +39,7 @@ MAX_PUBLISH_RATE = 1000.0
 @dataclass
 class WorkerConfig:
     publish_rate: float = 10.0  # Hz, camera sets while idle
-    max_steps: int = DEFAULT_MAX_STEPS
+    max_steps: int = MAX_KEYFRAMES
     idle_rerender: bool = False
     start_timeout: float = 300.0  # s to build the backend (CoppeliaSim takes a while)
 
