@@ -158,7 +158,7 @@ def write_rows(path: Path, rows: Sequence[dict]) -> None:
 def plot_study(rows: Sequence[dict], path: Path, chance_pct: float) -> Path:
     from mirror_policy.evaluation.plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for camera in dict.fromkeys(r["camera"] for r in rows):
         own = [r for r in rows if r["camera"] == camera]
         ax.plot(
@@ -169,7 +169,7 @@ def plot_study(rows: Sequence[dict], path: Path, chance_pct: float) -> Path:
     ax.set_ylabel("held-out recognition top-1 (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Which camera the video model watches")
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return save_figure(fig, path)
 
 
