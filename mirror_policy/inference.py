@@ -98,10 +98,10 @@ class MirrorAgent:
         instructions: list[str] | None = None,
         probabilities: bool = False,
     ) -> list[tuple[str, float]]:
-        """The ``top_k`` instructions a whole front-camera demonstration (``(T, H, W, 3)`` uint8, a list of
-        frames or a lazy :class:`~mirror_perception.demonstration.FrameSource`) most likely shows, best
-        first, with cosine similarity scores (or softmax probabilities over the vocabulary at ViCLIP's
-        temperature with ``probabilities=True``): :func:`~mirror_perception.demonstration.
+        """The ``top_k`` instructions a whole demonstration from the model's video camera (``(T, H, W, 3)``
+        uint8, a list of frames or a lazy :class:`~mirror_perception.demonstration.FrameSource`) most likely
+        shows, best first, with cosine similarity scores (or softmax probabilities over the vocabulary at
+        ViCLIP's temperature with ``probabilities=True``): :func:`~mirror_perception.demonstration.
         recognize_demonstration`, the path the perception node and ``evaluate`` share.
         """
         return recognize_demonstration(self.recognizer(instructions), frames, top_k, probabilities)

@@ -6,7 +6,8 @@
 
 Measures, per checkpoint (a train_joint run directory or a saved model directory):
   * action understanding: top-1 / top-k instruction recognition among ALL instructions of the model's
-    vocabulary, one uniform 8-frame front-camera clip per held-out episode, per task and overall, vs chance;
+    vocabulary, one uniform 8-frame clip of the model's video camera per held-out episode, per task and
+    overall, vs chance;
   * alignment: bidirectional Recall@1 between T_u u (clip) and T_e e (policy at the demo's keyframe
     observations) on held-out pairs, for episode / instruction / class positives;
   * embodied execution: per task, --episodes rollouts in unseen scenes per evaluation seed in the embedded

@@ -7,8 +7,8 @@
   (ARP's Download.md trims this; ``keyframes`` mode keeps frame 0 and keyframes only, each transition once).
   Target = gripper pose at ``k`` (unit quaternion with qw >= 0), gripper_open at ``k``, ignore_collisions at
   ``k - 1``.
-* **AU samples** (ViCLIP): an episode's front-camera video, ``clip_frames`` frames by segment sampling
-  (random frame per segment in training, middle frame for evaluation), with the episode's instruction.
+* **AU samples** (ViCLIP): an episode's video from ``data.video_camera``, ``clip_frames`` frames by segment
+  sampling (random frame per segment in training, middle frame for evaluation), with its instruction.
 * **Pairs**: each step draws AU episodes (uniform task, then uniform episode, as ARP samples) and pairs each
   clip with an EE transition of the same key (instruction / episode / task; paper Sec. 4.5) via
   :func:`mirror_policy.alignment.pair_by_key`.
@@ -250,7 +250,7 @@ def target_action(entry: EpisodeEntry, target: int) -> np.ndarray:
 
 class EpisodeStore:
     """Loads (and optionally caches in RAM) what samples need from disk: ARP inputs of observation frames
-    and front-camera videos."""
+    and the video camera's videos."""
 
     def __init__(self, arp_config: ARPConfig, video_camera: str, cache: bool) -> None:
         self.arp_config = arp_config
@@ -295,7 +295,7 @@ class EpisodeStore:
         return {**sample, "action": torch.from_numpy(action)}
 
     def video(self, entry: EpisodeEntry) -> np.ndarray:
-        """The whole front-camera video ``(T, H, W, 3)`` uint8 (cached in cache mode)."""
+        """The whole video of the video camera ``(T, H, W, 3)`` uint8 (cached in cache mode)."""
         if entry.uid in self._videos:
             return self._videos[entry.uid]
         video = np.stack([self._frame(entry, i) for i in range(entry.length)])
