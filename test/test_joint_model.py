@@ -100,6 +100,17 @@ def test_save_load_round_trip_is_exact(model: JointModel, saved: Path) -> None:
     assert JointModel.read_extra(saved) == {"step": 7}
 
 
+def test_saved_files_get_the_usual_permissions(model: JointModel, tmp_path: Path) -> None:
+    """safetensors writes its file as 0600; a checkpoint must be as readable as any file its user writes."""
+    umask = os.umask(0o022)
+    try:
+        model.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(umask)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o644, name
+
+
 def test_fp16_checkpoint_loads_to_float32(model: JointModel, tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "half", fp16=True)
     loaded = JointModel.from_pretrained(tmp_path / "half")
