@@ -193,6 +193,19 @@ def test_compound_bodies_beyond_pybullets_shape_limit_are_refused_not_truncated(
         p.disconnect(client)
 
 
+def test_a_start_pushed_well_past_a_joint_limit_is_brought_back_and_plans(bullet_env):
+    """Contact can push a joint ~0.07 rad past its limit (seen in rollouts of open_drawer and sweep: "start
+    configuration ... is outside the joint bounds"); the arm first moves back inside, as a real one would."""
+    bullet_env.reset("push_buttons", 0, seed=6)
+    q = HOME.copy()
+    q[6] = bullet_env.robot.lower[6] - 0.07
+    bullet_env.robot.reset(q)
+    target = np.array([0.25, -0.2, 1.0])
+    result = bullet_env.step(KeyframeAction(target, top_down_quaternion(-2.5), gripper_open=True))
+    assert np.linalg.norm(result.observation.gripper_pose[:3] - target) < 1e-2
+    assert bullet_env.robot.within_limits(bullet_env.robot.joint_positions(), tol=1e-3)
+
+
 def test_a_start_a_hair_past_a_joint_limit_still_plans(bullet_env):
     """Under load the physics leaves a joint ~2e-4 rad past its limit (seen on sweep_to_dustpan_of_size:
     "start configuration ... is in collision (invalid)"); the planner's validity check must accept it."""

@@ -226,11 +226,15 @@ class BulletBackend:
             if not checker(goal):
                 hits = self._collision_names(goal, margin, may_touch)
                 raise PlanningError(f"target configuration collides with {hits}")
-            return plan_joint_path(
-                start, goal, checker, self.robot.lower, self.robot.upper,
+            # Contact can push a joint past its limit (~0.07 rad seen); like a real arm's controller, move
+            # back inside first, then plan from there.
+            inside = np.clip(start, self.robot.lower, self.robot.upper)
+            path = plan_joint_path(
+                inside, goal, checker, self.robot.lower, self.robot.upper,
                 time_limit=self.config.planning_time, resolution=self.config.planning_resolution,
                 seed=int(self._rng.integers(2**31)), planner=self.config.planner,
             )  # fmt: skip
+            return path if np.array_equal(inside, start) else np.vstack([start, path])
         finally:
             self._excluded = set()
             p.restoreState(state, physicsClientId=self.client)
