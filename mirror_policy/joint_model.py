@@ -166,9 +166,8 @@ class JointModel(nn.Module):
         self.viclip = ViCLIP(config.viclip)
         self.arp = ARPPolicy(config.arp)
         self.alignment = MirrorAlignment(config.viclip.embed_dim, config.arp.embed_dim, config.alignment)
-        if (
-            config.policy_text == "own"
-        ):  # part of the policy: ARP's optimizer, DDP wrapper and checkpoint keys
+        # ARP's own text tower is a part of the policy: its optimizer, DDP wrapper and checkpoint keys.
+        if config.policy_text == "own":
             self.arp.add_module("text_encoder", TextTransformer(config.viclip))
         self.tokenizer = ClipTokenizer(context_length=config.viclip.context_length)
 

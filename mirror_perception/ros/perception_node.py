@@ -37,7 +37,6 @@ from mirror_perception.ros.video_window import DemoRecording, VideoWindow
 from mirror_policy.ros.agent_loading import load_agent
 from mirror_policy.ros.parameters import PERCEPTION_PARAMETERS
 from mirror_policy.ros.topics import PARAM_CHECKPOINT, PARAM_DEVICE, PARAM_THREADS
-from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.ros.errors import MessageError
 from sim_bridge.ros.messages import image_to_rgb, stamp_to_ns
 from sim_bridge.ros.node_runtime import NodeStartupError, read_status, run_node
@@ -83,10 +82,6 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default)
         p = {name: self.get_parameter(name).value for name in PERCEPTION_PARAMETERS}
         try:
-            if p["camera"] and p["camera"] not in CAMERA_NAMES:
-                raise NodeStartupError(
-                    f"parameter camera must be one of {CAMERA_NAMES} or empty, got {p['camera']!r}"
-                )
             self.period = _positive("recognize_period", float(p["recognize_period"]))
             self.grace = float(p["final_grace"])
             self.top_k = int(_positive("top_k", int(p["top_k"])))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,9 +16,16 @@ import torch
 from mirror_policy.alignment import PAIRINGS, alignment_recall_at_1
 
 
+class AlignmentHeads(Protocol):
+    """What projects raw features into the shared space (``MirrorAgent`` is one)."""
+
+    def aligned_embeddings(self, u: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @dataclass
 class AlignmentPairs:
-    """Aligned embeddings of held-out pairs; row ``i`` of ``z_u`` and ``z_e`` is one pair."""
+    """Aligned embeddings of held-out pairs; row ``i`` of ``z_u`` and ``z_e`` is one pair. The raw features
+    ``u`` and ``e`` are kept so that other heads (a probe's) can project the same pairs again."""
 
     z_u: np.ndarray  # (N, D) T_u u, L2-normalised
     z_e: np.ndarray  # (N, D) T_e e, L2-normalised
@@ -25,6 +33,31 @@ class AlignmentPairs:
     episodes: list[int] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
+    u: np.ndarray | None = None  # (N, viclip.embed_dim) raw video features
+    e: np.ndarray | None = None  # (N, arp.embed_dim) raw embodied features
+
+    @classmethod
+    def project(
+        cls,
+        heads: AlignmentHeads,
+        u: np.ndarray,
+        e: np.ndarray,
+        tasks: list[str],
+        episodes: list[int],
+        instructions: list[str],
+        steps: list[int],
+    ) -> AlignmentPairs:
+        """Pairs of raw features ``u``, ``e`` (row by row) projected through ``heads``."""
+        z_u, z_e = heads.aligned_embeddings(u, e)
+        return cls(z_u, z_e, tasks, episodes, instructions, steps, u, e)
+
+    def through(self, heads: AlignmentHeads) -> AlignmentPairs:
+        """The same pairs projected through other heads (e.g. probed ones on the same frozen models)."""
+        if self.u is None or self.e is None:
+            raise ValueError("these pairs keep no raw features to project again")
+        return AlignmentPairs.project(
+            heads, self.u, self.e, self.tasks, self.episodes, self.instructions, self.steps
+        )
 
     def __len__(self) -> int:
         return int(self.z_u.shape[0])

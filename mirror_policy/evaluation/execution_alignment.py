@@ -83,16 +83,16 @@ def outcome_alignment(
 def _pairs(
     agent: MirrorAgent, chosen: Sequence[tuple[int, EpisodeOutcome, ExecutionFeatures]]
 ) -> AlignmentPairs | None:
-    z_u, z_e, tasks, episodes, instructions, steps = [], [], [], [], [], []
-    for index, outcome, feature in chosen:
-        count = len(feature.e)
-        zu, ze = agent.aligned_embeddings(np.repeat(feature.u[None], count, axis=0), feature.e)
-        z_u.append(zu)
-        z_e.append(ze)
-        tasks += [outcome.task] * count
-        episodes += [index] * count  # a rollout is an episode of its own
-        instructions += [outcome.instruction] * count
-        steps += list(range(count))
-    if not z_u:
+    """One pair per keyframe of each rollout: the rollout's u with that keyframe's e."""
+    if not chosen:
         return None
-    return AlignmentPairs(np.concatenate(z_u), np.concatenate(z_e), tasks, episodes, instructions, steps)
+    u, e, tasks, episodes, instructions, steps = [], [], [], [], [], []
+    for index, outcome, feature in chosen:
+        for step, embodied in enumerate(feature.e):
+            u.append(feature.u)
+            e.append(embodied)
+            tasks.append(outcome.task)
+            episodes.append(index)  # a rollout is an episode of its own
+            instructions.append(outcome.instruction)
+            steps.append(step)
+    return AlignmentPairs.project(agent, np.stack(u), np.stack(e), tasks, episodes, instructions, steps)

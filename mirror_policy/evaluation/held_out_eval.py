@@ -78,6 +78,7 @@ def evaluate_held_out(
             steps.append(step)
     pairs = None
     if alignment and u_rows:
-        z_u, z_e = agent.aligned_embeddings(np.stack(u_rows), np.stack(e_rows))
-        pairs = AlignmentPairs(z_u, z_e, tasks, numbers, instructions, steps)
+        pairs = AlignmentPairs.project(
+            agent, np.stack(u_rows), np.stack(e_rows), tasks, numbers, instructions, steps
+        )
     return records, pairs, seeds

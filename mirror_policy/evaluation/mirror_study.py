@@ -48,7 +48,7 @@ from mirror_perception.errors import CheckpointError
 from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.evaluation.reporting import RESULTS_NAME
 from mirror_policy.evaluation.runner import EvaluationSettings, run_evaluation
-from mirror_policy.joint_model import POLICY_TEXT
+from mirror_policy.joint_model import POLICY_TEXT, JointModel
 from mirror_policy.training.checkpointing import CHECKPOINTS_DIR, FINAL_DIR
 from mirror_policy.training.config import TrainConfigError, load_train_config, parse_override
 from mirror_policy.training.train_joint import main as train_joint
@@ -300,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_dir = args.out / run_name(arm.name, seed)
                 train_arm(args.config, args.data, run_dir, arm, seed, extra)
                 model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
-                rows.append(run_row(arm.name, seed, args.policy_text, model))
+                policy_text = JointModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
+                rows.append(run_row(arm.name, seed, policy_text, model))
                 write_outputs(rows, args.results, args.name, args.reference)
     except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
         log.error("%s", err)

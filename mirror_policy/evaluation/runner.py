@@ -239,7 +239,7 @@ def evaluate_model(
         if settings.alignment and pairs is not None:
             results["alignment"] = {"pairing": pairing, **alignment_metrics(pairs)}
             evaluation.pairs = pairs
-        if settings.probe_steps:
+        if settings.probe_steps and pairs is not None:
             if probe_dir is None:
                 raise ValueError("probing needs a probe_dir")
             probed = probed_model_dir(
@@ -248,13 +248,10 @@ def evaluate_model(
             )  # fmt: skip
             probed_agent = MirrorAgent(JointModel.from_pretrained(probed, map_location=settings.device),
                                        device=settings.device)  # fmt: skip
-            _, probe_pairs, _ = evaluate_held_out(
-                probed_agent, held_out, False, True, settings.top_k, settings.max_pairs_per_episode,
-                settings.progress, f"{name}: probed heads",
-            )  # fmt: skip
+            # the encoders are frozen, so the held-out u and e are the same: only the heads change
             results["alignment_probe"] = {
                 "pairing": pairing, "probe_steps": settings.probe_steps, "model": str(probed),
-                **alignment_metrics(probe_pairs),
+                **alignment_metrics(pairs.through(probed_agent)),
             }  # fmt: skip
     if settings.rollouts:
         if env is None and settings.processes == 1:

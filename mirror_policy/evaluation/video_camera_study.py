@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mirror_perception.demonstration import demonstration_clip_indices
 from mirror_perception.modeling_viclip import ViCLIP
+from mirror_perception.recognition import InstructionRecognizer
 from mirror_perception.tokenizer import ClipTokenizer
 from mirror_policy.evaluation.errors import EvaluationError
 from mirror_policy.training.config import TrainConfig, TrainConfigError, load_train_config
@@ -41,7 +42,7 @@ from mirror_policy.training.data import (
     step_rng,
     step_seed,
 )
-from mirror_policy.training.optim import build_viclip_optimizer, lr_factor
+from mirror_policy.training.optim import JointOptimizers, build_viclip_optimizer
 from mirror_policy.training.trainer import precision_autocast
 from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.errors import DatasetError
@@ -64,15 +65,15 @@ class CameraRun:
         torch.manual_seed(config.seed)
         self.model = ViCLIP(model_config.viclip)
         self.vocabulary = list(model_config.instructions)
-        context = model_config.viclip.context_length
-        self.vocabulary_ids = ClipTokenizer(context_length=context)(self.vocabulary, context_length=context)
-        self.optimizer = build_viclip_optimizer(self.model, config.optim)
+        tokenizer = ClipTokenizer(context_length=model_config.viclip.context_length)
+        self.vocabulary_ids = tokenizer(self.vocabulary)
+        self.recognizer = InstructionRecognizer(self.model, tokenizer, self.vocabulary)
+        self.optimizers = JointOptimizers(build_viclip_optimizer(self.model, config.optim), None, None)
         self.store = EpisodeStore(model_config.arp, camera, cache=True)
         self.train_by_task: dict[str, list[EpisodeEntry]] = {}
         for entry in train:
             self.train_by_task.setdefault(entry.task, []).append(entry)
         self.clip_frames = model_config.clip_frames
-        self.held_out = held_out
         self.held_out_clips = np.stack(
             [self.store.clip(e, demonstration_clip_indices(e.length, self.clip_frames)) for e in held_out]
         )
@@ -80,9 +81,7 @@ class CameraRun:
 
     def train_step(self, step: int) -> float:
         c = self.config
-        factor = lr_factor(step, c.steps, c.optim.warmup_steps, c.optim.min_lr_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        self.optimizers.set_step(step, c)
         rng = step_rng(c.seed, STREAM_DATA, step)
         entries, clips = draw_au_clips(self.train_by_task, self.store, c.batch_size, self.clip_frames, rng)
         targets = torch.tensor([self.vocabulary.index(e.instruction) for e in entries])
@@ -95,21 +94,23 @@ class CameraRun:
                 text_targets=targets,
                 generator=generator,
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.optimizers.viclip
+        optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        self.optimizer.step()
+        optimizer.step()
         return float(out.loss.detach())
 
-    @torch.no_grad()
     def held_out_top1(self, batch: int = 32) -> float:
         """Recognition top-1 over the vocabulary on the held-out episodes, in percent."""
-        self.model.eval()
-        texts = self.model.encode_text(self.vocabulary_ids)
-        predicted = []
-        for start in range(0, len(self.held_out_clips), batch):
-            videos = self.model.encode_video(self.held_out_clips[start : start + batch])
-            predicted.append((videos @ texts.t()).argmax(dim=1))
-        return 100.0 * float((torch.cat(predicted) == self.held_out_targets).float().mean())
+        self.recognizer.refresh()  # the text tower trained since the last call
+        clips = self.held_out_clips
+        predicted = torch.cat(
+            [
+                self.recognizer.similarities(clips[i : i + batch]).argmax(dim=1)
+                for i in range(0, len(clips), batch)
+            ]
+        )
+        return 100.0 * float((predicted == self.held_out_targets).float().mean())
 
 
 def run_camera(

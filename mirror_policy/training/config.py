@@ -22,7 +22,7 @@ from mirror_perception.configuration_viclip import get_config
 from mirror_perception.errors import ConfigError
 from mirror_policy.alignment import PAIRINGS, AlignmentConfig
 from mirror_policy.configuration_arp import ARPConfigError, named_config
-from mirror_policy.joint_model import JointConfig, JointConfigError
+from mirror_policy.joint_model import JointConfig
 from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.serialization import JsonConfig
 
@@ -247,7 +247,7 @@ class TrainConfig(JsonConfig):
                 camera_for_video=self.data.video_camera,
                 policy_text=self.policy_text,
             )
-        except (ConfigError, ARPConfigError, JointConfigError, TypeError, ValueError) as exc:
+        except (ConfigError, ARPConfigError, TypeError, ValueError) as exc:  # JointConfigError: ValueError
             raise TrainConfigError(f"invalid model settings: {exc}") from exc
 
     # ------------------------------------------------------------------------------ serialisation

@@ -291,12 +291,12 @@ class JointTrainer:
         for part in sorted({p.split(".")[0] for p in prefixes}):
             if ours[part] != theirs[part]:
                 raise CheckpointError(f"--init {directory}: its {part} config differs from this run's")
-        taken = {
-            k: v
-            for k, v in source.state_dict().items()
-            if any(k == p or k.startswith(p + ".") for p in prefixes)
-        }
-        unmatched = [p for p in prefixes if not any(k == p or k.startswith(p + ".") for k in taken)]
+
+        def under(key: str, prefix: str) -> bool:
+            return key == prefix or key.startswith(prefix + ".")
+
+        taken = {k: v for k, v in source.state_dict().items() if any(under(k, p) for p in prefixes)}
+        unmatched = [p for p in prefixes if not any(under(k, p) for k in taken)]
         if unmatched:
             raise CheckpointError(f"--init {directory}: init_parts {unmatched} name no weights of the model")
         self.model.load_state_dict(taken, strict=False)
