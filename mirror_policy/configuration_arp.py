@@ -24,6 +24,20 @@ PERACT_SCENE_BOUNDS: tuple[float, float, float, float, float, float] = (-0.3, -0
 KNOWN_CAMERAS: frozenset[str] = frozenset((*CAMERA_NAMES, "overhead"))
 
 
+# Fields that shape training only (dropout is inactive in eval mode, noise and augmentation are train-time).
+TRAINING_ONLY_FIELDS: frozenset[str] = frozenset(
+    (
+        "dropout",
+        "stage2_center_noise",
+        "rotation_input_noise_offsets",
+        "rotation_input_noise_probs",
+        "aug_translation",
+        "aug_yaw_deg",
+        "aug_rgb_noise",
+    )
+)
+
+
 class ARPConfigError(ValueError):
     """An ARP configuration that is inconsistent or names an unknown option."""
 
@@ -180,6 +194,11 @@ class ARPConfig(JsonConfig):
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def model_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the training-only noise and augmentation fields: two configs with equal model
+        dicts build the same network and act identically, so weights move freely between them."""
+        return {k: v for k, v in self.to_dict().items() if k not in TRAINING_ONLY_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ARPConfig:

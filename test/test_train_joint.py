@@ -305,6 +305,16 @@ def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path:
             ),
             CPU,
         )
+    # a fine-tune may change ARP's augmentation (training-only), never its architecture
+    tuned = JointTrainer(
+        small_config(data_root, tmp_path / "tuned", f"init={tmp_path / 'init'}", "arp.aug_yaw_deg=0"), CPU
+    )
+    assert torch.equal(tuned.model.state_dict()[taken[0]], source[taken[0]])
+    assert tuned.model.config.arp.aug_yaw_deg == 0
+    with pytest.raises(CheckpointError, match="arp config differs"):
+        JointTrainer(
+            small_config(data_root, tmp_path / "bad", f"init={tmp_path / 'init'}", "arp.self_layers=3"), CPU
+        )
     with pytest.raises(TrainConfigError, match="init_parts"):
         small_config(data_root, tmp_path / "bad", "init_parts=[policy]")
 

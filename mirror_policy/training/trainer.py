@@ -288,8 +288,9 @@ class JointTrainer:
         source = JointModel.from_pretrained(directory)
         prefixes = self.config.init_parts
         ours, theirs = self.model.config.to_dict(), source.config.to_dict()
+        ours["arp"], theirs["arp"] = self.model.config.arp.model_dict(), source.config.arp.model_dict()
         for part in sorted({p.split(".")[0] for p in prefixes}):
-            if ours[part] != theirs[part]:
+            if ours[part] != theirs[part]:  # ARP's training-only fields (augmentation, noise) may differ
                 raise CheckpointError(f"--init {directory}: its {part} config differs from this run's")
 
         def under(key: str, prefix: str) -> bool:
