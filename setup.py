@@ -1,4 +1,4 @@
-"""ament_python packaging for Mirror: one ROS 2 package, three Python packages."""
+"""ament_python packaging for Mirror: one ROS 2 package, five Python packages in layers (README, "Layers")."""
 
 from glob import glob
 
@@ -13,7 +13,16 @@ setup(
     description="Mirror-neuron aligned ARP policy + ViCLIP perception on an embedded RLBench-style simulator",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["mirror_policy*", "mirror_perception*", "sim_bridge*"]),
+    packages=find_packages(
+        include=[
+            "mirror",
+            "mirror.*",
+            "mirror_common*",
+            "mirror_policy*",
+            "mirror_perception*",
+            "sim_bridge*",
+        ]
+    ),
     package_data={"mirror_perception": ["assets/*"], "sim_bridge": ["assets/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -59,17 +68,17 @@ setup(
             "replay_demos = sim_bridge.scripts.replay_demos:main",
             "keyframe_noise = sim_bridge.scripts.keyframe_noise:main",
             "inspect_dataset = sim_bridge.scripts.inspect_dataset:main",
-            "train_joint = mirror_policy.training.train_joint:main",
-            "export_checkpoint = mirror_policy.training.export:main",
-            "evaluate = mirror_policy.evaluation.evaluate:main",
-            "learning_curve = mirror_policy.evaluation.learning_curve:main",
-            "video_camera_study = mirror_policy.evaluation.video_camera_study:main",
-            "mirror_study = mirror_policy.evaluation.mirror_study:main",
+            "train_joint = mirror.training.train_joint:main",
+            "export_checkpoint = mirror.training.export:main",
+            "evaluate = mirror.evaluation.evaluate:main",
+            "learning_curve = mirror.evaluation.learning_curve:main",
+            "video_camera_study = mirror.evaluation.video_camera_study:main",
+            "mirror_study = mirror.evaluation.mirror_study:main",
             "sim_bridge_node = sim_bridge.ros.bridge_node:main",
-            "policy_node = mirror_policy.ros.policy_node:main",
-            "perception_node = mirror_perception.ros.perception_node:main",
-            "mirror_loop = mirror_policy.ros.mirror_loop:main",
-            "mirror_bringup = mirror_policy.ros.bringup:main",
+            "policy_node = mirror.ros.policy_node:main",
+            "perception_node = mirror.ros.perception_node:main",
+            "mirror_loop = mirror.ros.mirror_loop:main",
+            "mirror_bringup = mirror.ros.bringup:main",
         ],
     },
 )

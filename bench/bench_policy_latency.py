@@ -38,12 +38,12 @@ def stats(values: list[float]) -> str:
 
 
 def make_tiny_checkpoint(directory: Path) -> Path:
-    from mirror_policy.joint_model import JointModel
+    from mirror.model import MirrorModel
     from sim_bridge.tasks import make_task
 
     task = make_task("push_buttons")
     vocabulary = list(dict.fromkeys(task.descriptions(v)[0] for v in range(task.variation_count())))
-    JointModel.from_names(instructions=vocabulary).save_pretrained(directory)
+    MirrorModel.from_names(instructions=vocabulary).save_pretrained(directory)
     return directory
 
 
@@ -86,11 +86,11 @@ def main() -> None:
     from std_msgs.msg import Float64MultiArray, String
     from std_srvs.srv import Trigger
 
-    from mirror_policy.ros.launch_config import child_environment, node_command, node_spec
-    from mirror_policy.ros.policy_messages import PolicyActionInfo, PolicyState
-    from mirror_policy.ros.topics import POLICY_ACTIONS_TOPIC, POLICY_STATE_TOPIC, events_qos
+    from mirror.ros.launch_config import child_environment, node_command, node_spec
+    from mirror.ros.policy_messages import PolicyActionInfo, PolicyState
+    from mirror.ros.topics import POLICY_ACTIONS_TOPIC, POLICY_STATE_TOPIC, events_qos
+    from mirror_common.ros.qos import command_qos, latched_qos
     from sim_bridge.ros.messages import stamp_to_ns, status_from_message
-    from sim_bridge.ros.topics import command_qos, latched_qos
 
     params = REPO / "config" / "sim.yaml"
     env = child_environment()

@@ -1,4 +1,4 @@
-"""Training and inference speed of the joint model.
+"""Training and inference speed of the mirror model.
 
     .venv/bin/python bench/bench_training.py                      # CPU configs + inference + paper forwards
     .venv/bin/python bench/bench_training.py --skip-paper --batch-size 6 --repeats 5
@@ -30,14 +30,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mirror_policy.augmentation import augment_batch  # noqa: E402
-from mirror_policy.inference import MirrorAgent  # noqa: E402
-from mirror_policy.joint_model import JointModel  # noqa: E402
-from mirror_policy.preprocessing import observation_to_sample  # noqa: E402
-from mirror_policy.training.config import TrainConfig, load_train_config  # noqa: E402
-from mirror_policy.training.data import stack_samples  # noqa: E402
-from mirror_policy.training.optim import build_optimizers  # noqa: E402
-from mirror_policy.training.trainer import VideoFeatureThread, precision_autocast  # noqa: E402
+from mirror.agent import MirrorAgent  # noqa: E402
+from mirror.model import MirrorModel  # noqa: E402
+from mirror.training.config import TrainConfig, load_train_config  # noqa: E402
+from mirror.training.data import stack_samples  # noqa: E402
+from mirror.training.optim import build_optimizers  # noqa: E402
+from mirror.training.trainer import VideoFeatureThread, precision_autocast  # noqa: E402
+from mirror_policy.arp.augmentation import augment_batch  # noqa: E402
+from mirror_policy.arp.preprocessing import observation_to_sample  # noqa: E402
 from sim_bridge.bullet.env import BulletBackend  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def bench_training(config_path: Path, config: TrainConfig, repeats: int) -> None
     batch_size = config.batch_size
     torch.manual_seed(0)
     observations, instructions, videos = simulator_inputs(batch_size)
-    model = JointModel(config.model_config(sorted(set(instructions)))).train()
+    model = MirrorModel(config.model_config(sorted(set(instructions)))).train()
     optimizers = build_optimizers(model, config, world_size=1)
     optimizers.set_step(config.optim.warmup_steps, config)
     arp_cfg = model.config.arp
@@ -126,7 +126,7 @@ def bench_training(config_path: Path, config: TrainConfig, repeats: int) -> None
         optimizers.viclip.step()
 
     def joint_step(precision: str, with_au: bool) -> None:
-        """As JointTrainer.train_step: u of a non-AU step on the second thread, the alignment in float32."""
+        """As MirrorTrainer.train_step: u of a non-AU step on the second thread, the alignment in float32."""
         for opt in optimizers.named().values():
             opt.zero_grad()
         video_rng = torch.Generator().manual_seed(0)
@@ -213,8 +213,8 @@ def report_forward(label: str, model: torch.nn.Module, seconds: dict[str, float]
 
 
 def bench_paper_arp(repeats: int) -> None:
-    from mirror_policy.configuration_arp import ARPConfig
-    from mirror_policy.modeling_arp import ARPPolicy
+    from mirror_policy.arp.configuration import ARPConfig
+    from mirror_policy.arp.modeling import ARPPolicy
 
     torch.manual_seed(0)
     cfg = ARPConfig.paper()

@@ -10,7 +10,7 @@ directory when installed (against the repo root when run from a checkout). The l
 finishes (``episodes:=0`` keeps the stack up until Ctrl-C).
 
 Where the launch packages are missing (pip-only installs), ``mirror_bringup`` starts the same processes with
-the same parameters; its process table (mirror_policy/ros/launch_config.py) and this file are checked against
+the same parameters; its process table (mirror/ros/launch_config.py) and this file are checked against
 each other by test/test_launch_config.py, so keep the Node actions below literal.
 """
 
@@ -53,7 +53,7 @@ def generate_launch_description():
             DeclareLaunchArgument(
                 "checkpoint",
                 default_value="checkpoints/mirror_cpu_small",
-                description="JointModel checkpoint directory (relative: repo root / share dir)",
+                description="MirrorModel checkpoint directory (relative: repo root / share dir)",
             ),
             DeclareLaunchArgument(
                 "episodes",

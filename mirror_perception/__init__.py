@@ -1,28 +1,17 @@
 """Action understanding for Mirror: ViCLIP (video-text contrastive model), CLIP tokenizer, checkpoints and
 live instruction recognition."""
 
-from .checkpoint import (
-    check_state_dict,
-    infer_official_config,
-    load_official_checkpoint,
-    load_pretrained,
-    model_from_official_state_dict,
-    read_checkpoint_file,
-    resize_position_tables,
-    save_pretrained,
-    unwrap_state_dict,
-)
 from .clip_sampling import sample_clip_indices
 from .configuration_viclip import CONFIG_NAMES, IMAGENET_MEAN, IMAGENET_STD, ViCLIPConfig, get_config
 from .demonstration import FrameSource, demonstration_clip, recognize_demonstration
 from .errors import (
-    CheckpointError,
     ConfigError,
     InvalidTokensError,
     InvalidVideoError,
     PerceptionError,
     StateDictMismatchError,
     TokenizerError,
+    ViCLIPCheckpointError,
 )
 from .modeling_viclip import (
     TextTransformer,
@@ -34,12 +23,23 @@ from .modeling_viclip import (
 from .recognition import InstructionRecognizer
 from .tokenizer import ClipTokenizer
 from .video_input import prepare_video
+from .weights import (
+    check_state_dict,
+    infer_official_config,
+    load_official_checkpoint,
+    load_pretrained,
+    model_from_official_state_dict,
+    read_checkpoint_file,
+    resize_position_tables,
+    save_pretrained,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "CONFIG_NAMES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "CheckpointError",
+    "ViCLIPCheckpointError",
     "ClipTokenizer",
     "ConfigError",
     "FrameSource",

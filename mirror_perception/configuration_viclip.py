@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sim_bridge.serialization import JsonConfig, reject_unknown_fields
+from mirror_common.serialization import JsonConfig, reject_unknown_fields
 
 from .errors import ConfigError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mirror_common.errors import CheckpointError
+
 
 class PerceptionError(Exception):
     """Base class of every error the perception package raises on purpose."""
@@ -23,11 +25,11 @@ class TokenizerError(PerceptionError):
     """The BPE vocabulary file is missing or malformed."""
 
 
-class CheckpointError(PerceptionError):
+class ViCLIPCheckpointError(PerceptionError, CheckpointError):
     """A checkpoint file that cannot be read, or whose content is not a ViCLIP state dict."""
 
 
-class StateDictMismatchError(CheckpointError):
+class StateDictMismatchError(ViCLIPCheckpointError):
     """A state dict whose keys or shapes differ from the model built from a given config.
 
     The three lists are kept as attributes so tools can report or repair them programmatically.

@@ -1,4 +1,4 @@
-"""Mirror policy package: the ARP keyframe policy (``configuration_arp``, ``renderer``, ``modeling_mvt``,
-``modeling_arp``, ``action_tokens``, ``preprocessing``, ``augmentation``), the mirror alignment and the ROS 2
-policy node. Submodules are imported explicitly so that light users (e.g. the node's parameter parsing)
-do not pay for importing torch."""
+"""The policy layer: ARP, the autoregressive keyframe policy (:mod:`mirror_policy.arp`).
+
+It sees observations and language features and predicts keyframe actions; it knows nothing of ViCLIP, the
+mirror alignment or ROS 2 (those are the system layer, :mod:`mirror`)."""

@@ -13,7 +13,9 @@ are interchangeable:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,3 +111,57 @@ def project_world_points(
     u = intrinsics[0, 0] * pc[:, 0] / z + intrinsics[0, 2]
     v = intrinsics[1, 1] * pc[:, 1] / z + intrinsics[1, 2]
     return np.stack([u, v], axis=-1), z
+
+
+# ------------------------------------------------------------------------------ calibration in ``misc``
+CALIBRATION_ITEMS: tuple[str, ...] = ("extrinsics", "intrinsics", "near", "far")
+
+
+def calibration_key(camera: str, item: str) -> str:
+    """RLBench's ``misc`` key of one calibration item of a camera, e.g. ``front_camera_intrinsics``."""
+    return f"{camera}_camera_{item}"
+
+
+def calibration_keys(cameras: Sequence[str]) -> set[str]:
+    """Every ``misc`` key that :func:`calibration_from_misc` reads for ``cameras``."""
+    return {calibration_key(c, item) for c in cameras for item in CALIBRATION_ITEMS}
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    intrinsics: np.ndarray  # (3, 3) RLBench convention (negative focal lengths)
+    extrinsics: np.ndarray  # (4, 4) camera-to-world
+    near: float
+    far: float
+
+
+def calibration_from_misc(
+    misc: Mapping[str, Any], camera: str, error: type[Exception], where: str = ""
+) -> CameraCalibration:
+    """One camera's calibration from an RLBench ``misc`` dict (a recorded pickle or a live observation),
+    checked: 3x3 intrinsics, 4x4 extrinsics, finite numbers, ``0 <= near < far``. Raises ``error`` naming
+    ``where`` and the key, so the dataset reader and the RLBench backend report in their own error type."""
+    prefix = f"{where} " if where else ""
+    values = {}
+    for item in CALIBRATION_ITEMS:
+        key = calibration_key(camera, item)
+        if key not in misc:
+            raise error(f"{prefix}misc has no {key!r}")
+        try:
+            values[item] = np.array(misc[key], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise error(f"{prefix}{key} is not numeric: {exc}") from exc
+        if not np.all(np.isfinite(values[item])):
+            raise error(f"{prefix}{key} holds NaN or infinity")
+    intrinsics, extrinsics = values["intrinsics"], values["extrinsics"]
+    if intrinsics.size != 9 or extrinsics.size != 16:
+        raise error(
+            f"{prefix}{camera}: intrinsics must be 3x3 and extrinsics 4x4, got {intrinsics.shape}, "
+            f"{extrinsics.shape}"
+        )
+    if values["near"].size != 1 or values["far"].size != 1:
+        raise error(f"{prefix}{camera}: near and far must be one number each")
+    near, far = float(values["near"].reshape(-1)[0]), float(values["far"].reshape(-1)[0])
+    if not 0.0 <= near < far:
+        raise error(f"{prefix}{camera}: clip planes must satisfy 0 <= near < far, got {near}, {far}")
+    return CameraCalibration(intrinsics.reshape(3, 3), extrinsics.reshape(4, 4), near, far)

@@ -43,7 +43,8 @@ import numpy as np
 
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.backend import EpisodeInfo, FrameCallback, StepResult
-from sim_bridge.cameras import CAMERA_NAMES, IMAGE_SIZE
+from sim_bridge.cameras import CAMERA_NAMES, IMAGE_SIZE, calibration_from_misc, calibration_keys
+from sim_bridge.dataset import codec
 from sim_bridge.errors import (
     BackendUnavailableError,
     IKError,
@@ -88,9 +89,6 @@ _ERROR_TYPES_BY_NAME: dict[str, type[SimError]] = {
     "BoundaryError": SimError,  # rlbench: objects could not be placed in the workspace
     "TaskEnvironmentError": SimError,
 }
-
-
-_CALIBRATION_ITEMS = ("extrinsics", "intrinsics", "near", "far")
 
 
 class ObservationFormatError(SimError, ValueError):
@@ -195,35 +193,22 @@ def _rgb_uint8(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 def _mask_handles(mask: np.ndarray, name: str) -> np.ndarray:
-    """Object handles as int32 from RLBench's one-channel mask (float handles) or its RGB-coded form."""
+    """Object handles as int32 from RLBench's one-channel mask (float handles) or its RGB-coded form (uint8,
+    or floats in [0, 1] straight from the sensor), decoded as the dataset's mask PNGs are."""
     mask = np.asarray(mask)
     if mask.ndim == 2:
         return np.rint(mask).astype(np.int32)
     if mask.ndim == 3 and mask.shape[2] == 3:
-        channels = mask.astype(np.float64)
         if mask.dtype != np.uint8:
-            channels = np.rint(channels * 255.0)  # colour-coded handles straight from the sensor, in [0, 1]
-        r, g, b = (channels[..., i].astype(np.int64) for i in range(3))
-        return (r + 256 * g + 65536 * b).astype(np.int32)
+            mask = np.clip(np.rint(mask.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return codec.decode_mask(mask)
     raise ObservationFormatError(f"{name} must be (H, W) or (H, W, 3), got {mask.shape}")
 
 
 def _camera_frame(obs: Any, misc: Mapping[str, Any], cam: str, depth_in_meters: bool) -> CameraFrame:
-    calibration = {}
-    for item in _CALIBRATION_ITEMS:
-        key = f"{cam}_camera_{item}"
-        if key not in misc:
-            raise ObservationFormatError(f"misc has no {key!r}")
-        calibration[item] = misc[key]
-    intrinsics = np.asarray(calibration["intrinsics"], dtype=np.float64)
-    extrinsics = np.asarray(calibration["extrinsics"], dtype=np.float64)
-    if intrinsics.shape != (3, 3) or extrinsics.shape != (4, 4):
-        raise ObservationFormatError(
-            f"{cam}: intrinsics must be 3x3 and extrinsics 4x4, got {intrinsics.shape}, {extrinsics.shape}"
-        )
-    near, far = float(calibration["near"]), float(calibration["far"])
-    if not 0.0 <= near < far:
-        raise ObservationFormatError(f"{cam}: clip planes must satisfy 0 <= near < far, got {near}, {far}")
+    calibration = calibration_from_misc(misc, cam, ObservationFormatError)
+    intrinsics, extrinsics = calibration.intrinsics, calibration.extrinsics
+    near, far = calibration.near, calibration.far
 
     rgb = _rgb_uint8(_field(obs, f"{cam}_rgb"), f"{cam}_rgb")
     depth = np.asarray(_field(obs, f"{cam}_depth"), dtype=np.float64)
@@ -253,7 +238,7 @@ def convert_observation(
     if not isinstance(misc, Mapping):
         raise ObservationFormatError("RLBench observation has no misc dict (camera calibration)")
     frames = {cam: _camera_frame(obs, misc, cam, depth_in_meters) for cam in cameras}
-    calibration_keys = {f"{cam}_camera_{item}" for cam in cameras for item in _CALIBRATION_ITEMS}
+    loaded_keys = calibration_keys(cameras)
     ignore = getattr(obs, "ignore_collisions", None)  # only the PerAct fork records it
     return Observation(
         cameras=frames,
@@ -266,7 +251,7 @@ def convert_observation(
         gripper_touch_forces=_vector(obs, "gripper_touch_forces", 6),
         task_low_dim_state=_vector(obs, "task_low_dim_state", None),
         ignore_collisions=1.0 if ignore is None else float(np.asarray(ignore).reshape(-1)[0]),
-        extra_misc={k: v for k, v in misc.items() if k not in calibration_keys},
+        extra_misc={k: v for k, v in misc.items() if k not in loaded_keys},
     )
 
 

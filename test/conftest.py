@@ -1,8 +1,11 @@
-"""Shared fixtures: one simulator per test module (building the scene costs ~0.3 s), torch on one thread."""
+"""Shared fixtures: one simulator per test module (building the scene costs ~0.3 s), torch on one thread, and
+the golden-output files of test/golden/ with the scripts that make them."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +34,24 @@ def bullet_env():
     env = BulletBackend()
     yield env
     env.close()
+
+
+GOLDEN_SCRIPT = Path(__file__).resolve().parent / "golden" / "make_golden.py"
+
+
+@pytest.fixture
+def golden():
+    """``golden(name)`` -> (stored, current): the outputs in the golden file of ``name`` (viclip, arp) and the
+    same outputs computed now by test/golden/make_golden.py, loaded from its file as the regeneration
+    command runs it."""
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def stored_and_current(name: str) -> tuple[dict, dict]:
+        path, compute = module.GOLDEN[name]
+        return load_file(str(path)), compute()
+
+    return stored_and_current

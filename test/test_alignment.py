@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirror_policy.alignment import (
+from mirror.alignment import (
     AlignmentConfig,
     MirrorAlignment,
     PairingError,

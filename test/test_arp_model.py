@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from mirror_policy.action_tokens import (
+from mirror_policy.arp.action_tokens import (
     action_to_labels,
     canonical_quaternion,
     labels_to_action,
@@ -19,11 +19,11 @@ from mirror_policy.action_tokens import (
     quaternion_to_rotation_bins,
     rotation_bins_to_quaternion,
 )
-from mirror_policy.augmentation import augment_batch, rgb_noise, se3_augment
-from mirror_policy.configuration_arp import PERACT_SCENE_BOUNDS, ARPConfig, ARPConfigError, named_config
-from mirror_policy.modeling_arp import ARPPolicy
-from mirror_policy.preprocessing import PolicyInputError, make_batch, observation_to_sample, time_feature
-from mirror_policy.renderer import CubeFrame, gaussian_heatmaps, lift_heatmaps, project
+from mirror_policy.arp.augmentation import augment_batch, rgb_noise, se3_augment
+from mirror_policy.arp.configuration import PERACT_SCENE_BOUNDS, ARPConfig, ARPConfigError, named_config
+from mirror_policy.arp.modeling import ARPPolicy
+from mirror_policy.arp.preprocessing import PolicyInputError, make_batch, observation_to_sample, time_feature
+from mirror_policy.arp.renderer import CubeFrame, gaussian_heatmaps, lift_heatmaps, project
 from sim_bridge.cameras import CAMERA_NAMES, RLBENCH_CAMERAS, look_at_extrinsics, tip_camera_extrinsics
 from sim_bridge.errors import InvalidActionError
 from sim_bridge.observation import CameraFrame, Observation
@@ -369,3 +369,20 @@ def test_paper_config_builds_and_runs_one_forward_pass() -> None:
     with torch.no_grad():
         loss, info = policy(batch)
     assert torch.isfinite(loss) and info["e"].shape == (1, 128)
+
+
+# ------------------------------------------------------------------------------------------------ golden
+def test_golden_outputs_of_seeded_cpu_tiny_policy(golden) -> None:
+    """Seeded init + seeded scenes -> the stored losses, embeddings and decoded keyframes (regenerate with
+    test/golden/make_golden.py only after a deliberate change of the architecture)."""
+    stored, current = golden("arp")
+    assert set(stored) == set(current)
+    assert torch.allclose(stored["input_checksum"], current["input_checksum"], rtol=0, atol=1e-9), (
+        "seeded input changed (torch RNG?)"
+    )
+    assert torch.allclose(stored["param_checksum"], current["param_checksum"], rtol=1e-9, atol=1e-6), (
+        "seeded cpu_tiny initialisation changed"
+    )
+    for key in ("loss_terms", "teacher_forced_e", "predicted_actions", "predicted_e"):
+        drift = (stored[key] - current[key]).abs().max().item()
+        assert drift <= 1e-4, f"ARP {key} drifted from the golden file by {drift:.3e}"

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mirror_policy.configuration_arp import PERACT_SCENE_BOUNDS
-from mirror_policy.renderer import (
+from mirror_policy.arp.configuration import PERACT_SCENE_BOUNDS
+from mirror_policy.arp.renderer import (
     NUM_VIEW_CHANNELS,
     CubeFrame,
     VirtualViewRenderer,

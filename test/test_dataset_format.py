@@ -20,6 +20,9 @@ from PIL import Image
 from sim_bridge.cameras import (
     CAMERA_NAMES,
     RLBENCH_CAMERAS,
+    calibration_from_misc,
+    calibration_key,
+    calibration_keys,
     look_at_extrinsics,
     tip_camera_extrinsics,
 )
@@ -639,3 +642,46 @@ def test_keyframes_from_observations_equal_keyframes_from_arrays() -> None:
     )
     with pytest.raises(DatasetError, match="joint velocities"):
         discover_keyframes_from_arrays(np.zeros((3, 7)), np.zeros(4))
+
+
+# ------------------------------------------------------------------------ calibration from ``misc``
+def _misc(camera: str = "front", **changes: object) -> dict[str, object]:
+    spec = RLBENCH_CAMERAS[camera]
+    misc = {
+        calibration_key(camera, "intrinsics"): spec.intrinsics(),
+        calibration_key(camera, "extrinsics"): np.eye(4),
+        calibration_key(camera, "near"): spec.near,
+        calibration_key(camera, "far"): spec.far,
+    }
+    misc.update({calibration_key(camera, k): v for k, v in changes.items()})
+    return misc
+
+
+def test_calibration_is_read_from_misc_once_for_the_reader_and_the_rlbench_backend() -> None:
+    calibration = calibration_from_misc(_misc(), "front", DatasetError)
+    assert calibration.intrinsics.shape == (3, 3) and calibration.extrinsics.shape == (4, 4)
+    assert calibration.near == RLBENCH_CAMERAS["front"].near
+    assert calibration_keys(["front"]) == set(_misc())
+    flat = calibration_from_misc(
+        _misc(intrinsics=RLBENCH_CAMERAS["front"].intrinsics().ravel()), "front", KeyError
+    )
+    assert np.array_equal(flat.intrinsics, calibration.intrinsics)  # pickles may hold flat lists
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"near": "close"}, "near is not numeric"),
+        ({"extrinsics": np.eye(3)}, "extrinsics 4x4"),
+        ({"far": 0.0}, "0 <= near < far"),
+        ({"far": [1.0, 2.0]}, "one number each"),
+        ({"intrinsics": np.full((3, 3), np.nan)}, "NaN"),
+    ],
+)
+def test_bad_calibration_is_refused_naming_the_key(changes: dict, message: str) -> None:
+    with pytest.raises(DatasetError, match=message):
+        calibration_from_misc(_misc(**changes), "front", DatasetError, "ep0: frame 3")
+    misc = _misc()
+    del misc["front_camera_far"]
+    with pytest.raises(ValueError, match="ep0: frame 3 misc has no 'front_camera_far'"):
+        calibration_from_misc(misc, "front", ValueError, "ep0: frame 3")

@@ -1,4 +1,4 @@
-"""The `evaluate` command end to end: a tiny untrained joint model, real demos recorded with the embedded
+"""The `evaluate` command end to end: a tiny untrained mirror model, real demos recorded with the embedded
 simulator, real rollouts. Cameras render at 64x64 (the tiny ARP is built for it) to keep the file fast."""
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from mirror_perception.clip_sampling import sample_clip_indices
-from mirror_perception.errors import CheckpointError
-from mirror_perception.recognition import InstructionRecognizer
-from mirror_policy.alignment import PAIRINGS, alignment_recall_at_1
-from mirror_policy.evaluation import (
+from mirror.agent import MirrorAgent
+from mirror.alignment import PAIRINGS, alignment_recall_at_1
+from mirror.evaluation import (
     CheckpointNotFoundError,
     EmptyHeldOutError,
     EvaluationError,
@@ -26,20 +24,22 @@ from mirror_policy.evaluation import (
     run_episode,
     run_evaluation,
 )
-from mirror_policy.evaluation.evaluate import main
-from mirror_policy.evaluation.execution_metrics import summarize_execution
-from mirror_policy.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome, plan_rollouts
-from mirror_policy.evaluation.rollout_pool import RolloutJob, run_planned_rollouts
-from mirror_policy.evaluation.runner import rollout_variations
-from mirror_policy.evaluation.seeds import (
+from mirror.evaluation.evaluate import main
+from mirror.evaluation.execution_metrics import summarize_execution
+from mirror.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome, plan_rollouts
+from mirror.evaluation.rollout_pool import RolloutJob, run_planned_rollouts
+from mirror.evaluation.runner import rollout_variations
+from mirror.evaluation.seeds import (
     EVAL_SEED_BASE,
     check_disjoint,
     environment_seed,
     variation_schedule,
 )
-from mirror_policy.inference import MirrorAgent
-from mirror_policy.joint_model import WEIGHTS_NAME, JointModel
-from mirror_policy.training.data import scan_episodes, split_summary
+from mirror.model import WEIGHTS_NAME, MirrorModel
+from mirror.training.data import scan_episodes, split_summary
+from mirror_common.errors import CheckpointError
+from mirror_perception.clip_sampling import sample_clip_indices
+from mirror_perception.recognition import InstructionRecognizer
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.dataset import RLBenchDataset, load_episode
 from sim_bridge.errors import DatasetError
@@ -57,9 +57,9 @@ def vocabulary() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def tiny_model(seed: int) -> JointModel:
+def tiny_model(seed: int) -> MirrorModel:
     torch.manual_seed(seed)
-    return JointModel.from_names(instructions=vocabulary(), arp_overrides={"camera_resolution": IMAGE_SIZE})
+    return MirrorModel.from_names(instructions=vocabulary(), arp_overrides={"camera_resolution": IMAGE_SIZE})
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def uniform_clip(record) -> np.ndarray:
 def test_recognition_matches_a_direct_computation(run_dir, dataset, evaluated):
     _, results = evaluated
     records = results["models"]["mirror"]["recognition"]["records"]
-    model = JointModel.from_pretrained(run_dir / "final")
+    model = MirrorModel.from_pretrained(run_dir / "final")
     recognizer = InstructionRecognizer(model.viclip, model.tokenizer, model.config.instructions)
     hits = []
     for record in RLBenchDataset(dataset).records:
@@ -402,7 +402,7 @@ def test_parallel_rollouts_give_the_serial_outcomes(run_dir, sim):
         ["push_buttons", "open_drawer"], {"push_buttons": [0, 1], "open_drawer": [0]}, [0], 2
     )
     job = RolloutJob(run_dir / "final", max_steps=2)
-    agent = MirrorAgent(JointModel.from_pretrained(run_dir / "final"))
+    agent = MirrorAgent(MirrorModel.from_pretrained(run_dir / "final"))
     serial = run_planned_rollouts(job, plans, 1, agent, sim)
     parallel = run_planned_rollouts(job, plans, 2)
 

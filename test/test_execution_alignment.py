@@ -8,20 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from joint_test_data import build_tiny_dataset, train_cli
+from mirror_test_data import build_tiny_dataset, train_cli
 
-from mirror_perception.demonstration import demonstration_clip
-from mirror_policy.evaluation.evaluate import main as evaluate_main
-from mirror_policy.evaluation.execution_alignment import (
+from mirror.agent import MirrorAgent
+from mirror.evaluation.evaluate import main as evaluate_main
+from mirror.evaluation.execution_alignment import (
     ExecutionFeatureRecorder,
     ExecutionFeatures,
     outcome_alignment,
 )
-from mirror_policy.evaluation.rollout import EpisodeOutcome, run_episode
-from mirror_policy.evaluation.seeds import environment_seed
-from mirror_policy.inference import MirrorAgent
-from mirror_policy.joint_model import JointModel
-from mirror_policy.training.train_joint import main as train_main
+from mirror.evaluation.rollout import EpisodeOutcome, run_episode
+from mirror.evaluation.seeds import environment_seed
+from mirror.model import MirrorModel
+from mirror.training.train_joint import main as train_main
+from mirror_perception.demonstration import demonstration_clip
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def outcome(task: str, instruction: str, success: bool) -> EpisodeOutcome:
 
 
 def test_outcome_alignment_splits_and_pairs_like_held_out_pairs(run: Path) -> None:
-    agent = MirrorAgent(JointModel.from_pretrained(run / "final"))
+    agent = MirrorAgent(MirrorModel.from_pretrained(run / "final"))
     rng = np.random.default_rng(0)
     u_dim, e_dim = agent.model.alignment.u_dim, agent.model.alignment.e_dim
     outcomes = [outcome("a", "push red", True), outcome("a", "push blue", True), outcome("b", "open", False)]

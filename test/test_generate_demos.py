@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from sim_bridge.dataset import RLBenchDataset, discover_keyframes, load_episode
+from sim_bridge.dataset.layout import WAYPOINTS_KEY
 from sim_bridge.scripts import generate_demos
-from sim_bridge.scripts.generate_demos import WAYPOINTS_KEY, record_episode, save_episode
+from sim_bridge.scripts.generate_demos import record_episode, save_episode
 
 
 def test_written_episode_reads_back_identically(bullet_env, tmp_path):

@@ -1,8 +1,8 @@
 """launch/sim.launch.py, config/sim.yaml, setup.py and mirror_bringup's process table describe one stack.
 
 The launch file cannot be imported here (launch/launch_ros are not on PyPI), so it is read with ``ast``: its
-Node actions, launch arguments and environment must match :data:`mirror_policy.ros.launch_config.NODES` and
-:data:`~mirror_policy.ros.launch_config.LAUNCH_ARGUMENTS`, which bringup uses to build its command lines.
+Node actions, launch arguments and environment must match :data:`mirror.ros.launch_config.NODES` and
+:data:`~mirror.ros.launch_config.LAUNCH_ARGUMENTS`, which bringup uses to build its command lines.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mirror_policy.ros import launch_config
-from mirror_policy.ros.launch_config import (
+from mirror.ros import launch_config
+from mirror.ros.launch_config import (
     DEFAULT_CHECKPOINT,
     LAUNCH_ARGUMENTS,
     NODES,
@@ -27,7 +27,7 @@ from mirror_policy.ros.launch_config import (
     node_command,
     node_spec,
 )
-from mirror_policy.ros.parameters import PERCEPTION_PARAMETERS, POLICY_PARAMETERS, loop_parameters
+from mirror.ros.parameters import PERCEPTION_PARAMETERS, POLICY_PARAMETERS, loop_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "sim.launch.py"
@@ -186,7 +186,7 @@ def test_setup_py_registers_every_executable_of_the_table():
     entries = dict(tuple(part.strip() for part in s.split("=", 1)) for s in scripts)
     for spec in NODES:
         assert entries.get(spec.executable) == f"{spec.module}:main", spec.executable
-    assert entries.get("mirror_bringup") == "mirror_policy.ros.bringup:main"
+    assert entries.get("mirror_bringup") == "mirror.ros.bringup:main"
 
 
 def test_bringup_command_lines_pass_the_file_then_the_given_overrides(tmp_path):
@@ -229,11 +229,11 @@ def test_relative_data_paths_resolve_against_the_checkout(tmp_path):
 
 def test_bringup_refuses_to_start_without_a_checkpoint(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mirror_policy.ros.bringup", "--checkpoint", str(tmp_path / "nope")],
+        [sys.executable, "-m", "mirror.ros.bringup", "--checkpoint", str(tmp_path / "nope")],
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 2
     assert (
-        "not a JointModel checkpoint directory" in result.stdout and str(tmp_path / "nope") in result.stdout
+        "not a MirrorModel checkpoint directory" in result.stdout and str(tmp_path / "nope") in result.stdout
     )
     assert "started" not in result.stdout  # nothing was launched

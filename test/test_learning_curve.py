@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror_policy.evaluation.errors import EvaluationError
-from mirror_policy.evaluation.learning_curve import (
+from mirror.evaluation.errors import EvaluationError
+from mirror.evaluation.learning_curve import (
     CURVE_CSV_NAME,
     curve_row,
     learning_curve,
@@ -17,7 +17,7 @@ from mirror_policy.evaluation.learning_curve import (
     run_checkpoints,
     write_curve,
 )
-from mirror_policy.evaluation.runner import EvaluationSettings
+from mirror.evaluation.runner import EvaluationSettings
 
 
 def _model_dir(path: Path, step: int) -> Path:

@@ -20,6 +20,12 @@ import pytest
 import torch
 from ros_test_support import require_module
 
+from mirror.agent import MirrorAgent
+from mirror.evaluation.episode_data import EpisodeVideo
+from mirror.evaluation.held_out import held_out_from_dataset
+from mirror.evaluation.held_out_eval import evaluate_held_out
+from mirror.evaluation.recognition import RecognitionRecord
+from mirror.model import MirrorModel
 from mirror_perception.demonstration import (
     FrameSource,
     demonstration_clip,
@@ -27,12 +33,6 @@ from mirror_perception.demonstration import (
     recognize_demonstration,
 )
 from mirror_perception.errors import InvalidVideoError
-from mirror_policy.evaluation.episode_data import EpisodeVideo
-from mirror_policy.evaluation.held_out import held_out_from_dataset
-from mirror_policy.evaluation.held_out_eval import evaluate_held_out
-from mirror_policy.evaluation.recognition import RecognitionRecord
-from mirror_policy.inference import MirrorAgent
-from mirror_policy.joint_model import JointModel
 from sim_bridge.scripts.generate_demos import RecordedEpisode, record_episode, save_episode
 from sim_bridge.tasks import make_task
 
@@ -118,7 +118,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained model: random weights still rank instructions, and another clip scores differently."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoint") / "tiny"
-    model = JointModel.from_names(instructions=vocabulary(), arp_overrides={"camera_resolution": IMAGE_SIZE})
+    model = MirrorModel.from_names(instructions=vocabulary(), arp_overrides={"camera_resolution": IMAGE_SIZE})
     model.save_pretrained(path)
     return path
 
@@ -153,12 +153,13 @@ def test_perception_node_decides_like_evaluate(demo, checkpoint, offline, one_to
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from mirror_perception.ros.perception_node import PerceptionNode
+    from mirror.ros.perception_node import PerceptionNode
+    from mirror_common.ros.qos import latched_qos, sensor_qos
     from mirror_perception.ros.recognized_action import RecognizedAction
     from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
     from sim_bridge.ros.messages import camera_set_messages, ns_to_stamp, status_to_message
     from sim_bridge.ros.status import DEMO, SUCCESS, EpisodeStatus
-    from sim_bridge.ros.topics import EPISODE_STATUS_TOPIC, IMAGE_KIND, camera_topic, latched_qos, sensor_qos
+    from sim_bridge.ros.topics import EPISODE_STATUS_TOPIC, IMAGE_KIND, camera_topic
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
@@ -249,8 +250,8 @@ def test_perception_node_watches_the_checkpoints_camera_only(checkpoint, one_tor
     import rclpy
     from rclpy.parameter import Parameter
 
-    from mirror_perception.ros.perception_node import PerceptionNode
-    from sim_bridge.ros.node_runtime import NodeStartupError
+    from mirror.ros.perception_node import PerceptionNode
+    from mirror_common.ros.node_runtime import NodeStartupError
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from joint_test_data import SMALL, build_tiny_dataset
+from mirror_test_data import SMALL, build_tiny_dataset
 
-from mirror_policy.evaluation.mirror_study import RUN_COLUMNS, Arm, interval, main, summary_rows
-from mirror_policy.joint_model import JointModel
+from mirror.evaluation.mirror_study import RUN_COLUMNS, Arm, interval, main, summary_rows
+from mirror.model import MirrorModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,8 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
         assert row["policy_text"] == "own"
         assert all(0.0 <= float(row[k]) <= 1.0 for k in RUN_COLUMNS[3:]), row
     # the arms differ only in the alignment weight; the baseline's heads never trained
-    mirror = JointModel.read_extra(out / "mirror_seed0" / "final")["train_config"]
-    baseline = JointModel.read_extra(out / "baseline_seed0" / "final")["train_config"]
+    mirror = MirrorModel.read_extra(out / "mirror_seed0" / "final")["train_config"]
+    baseline = MirrorModel.read_extra(out / "baseline_seed0" / "final")["train_config"]
     assert {k for k in mirror if mirror[k] != baseline[k]} == {"align_weight", "out"}
     assert mirror["policy_text"] == baseline["policy_text"] == "own"
     assert baseline["align_weight"] == 0 and mirror["align_weight"] > 0

@@ -14,16 +14,22 @@ from safetensors.torch import load_file
 from test_arp_model import random_batch
 from test_train_joint import CPU, data_root, small_config  # noqa: F401 - data_root is a fixture
 
+from mirror.model import WEIGHTS_NAME, MirrorModel
+from mirror.training.lamb import MAX_WEIGHT_NORM, Lamb
+from mirror.training.trainer import MirrorTrainer, precision_autocast
 from mirror_perception.configuration_viclip import get_config
 from mirror_perception.modeling_viclip import ViCLIP
 from mirror_perception.tokenizer import ClipTokenizer
 from mirror_perception.transformer_layers import attention, dropout_keep_mask
-from mirror_policy.configuration_arp import PERACT_SCENE_BOUNDS, ARPConfig
-from mirror_policy.joint_model import WEIGHTS_NAME, JointModel
-from mirror_policy.modeling_arp import ARPPolicy
-from mirror_policy.renderer import CubeFrame, VirtualViewRenderer, cube_to_view, view_rotations, view_to_cube
-from mirror_policy.training.lamb import MAX_WEIGHT_NORM, Lamb
-from mirror_policy.training.trainer import JointTrainer, precision_autocast
+from mirror_policy.arp.configuration import PERACT_SCENE_BOUNDS, ARPConfig
+from mirror_policy.arp.modeling import ARPPolicy
+from mirror_policy.arp.renderer import (
+    CubeFrame,
+    VirtualViewRenderer,
+    cube_to_view,
+    view_rotations,
+    view_to_cube,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -173,7 +179,7 @@ def test_bf16_training_steps_keep_float32_weights_states_and_checkpoints(
     tmp_path: Path,
 ) -> None:
     config = small_config(data_root, tmp_path / "run", "precision=bf16", "au_update_prob=0.5", "seed=3")
-    trainer = JointTrainer(config, CPU)
+    trainer = MirrorTrainer(config, CPU)
     au_steps = 0
     for step in range(4):
         metrics = trainer.train_step(step, trainer.builder.build(step))
@@ -189,9 +195,9 @@ def test_bf16_training_steps_keep_float32_weights_states_and_checkpoints(
     stored = load_file(str(checkpoint / WEIGHTS_NAME))
     assert all(t.dtype == torch.float32 for t in stored.values() if t.is_floating_point())
     # the checkpoint loads, and a run resumes from it in float32 (precision does not change the state)
-    JointModel.from_pretrained(checkpoint)
+    MirrorModel.from_pretrained(checkpoint)
     fp32_config = small_config(data_root, tmp_path / "run", "precision=fp32", "au_update_prob=0.5", "seed=3")
-    resumed = JointTrainer(fp32_config, CPU, resume=checkpoint)
+    resumed = MirrorTrainer(fp32_config, CPU, resume=checkpoint)
     assert resumed.start_step == 4
     for (name, mine), theirs in zip(trainer.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(mine, theirs), name

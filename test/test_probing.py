@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from joint_test_data import build_tiny_dataset, train_cli
+from mirror_test_data import build_tiny_dataset, train_cli
 
-from mirror_policy.evaluation.errors import EvaluationError
-from mirror_policy.evaluation.evaluate import main as evaluate_main
-from mirror_policy.evaluation.probing import PROBES_DIR, probe_config
-from mirror_policy.joint_model import JointModel
-from mirror_policy.training.train_joint import main as train_main
+from mirror.evaluation.errors import EvaluationError
+from mirror.evaluation.evaluate import main as evaluate_main
+from mirror.evaluation.probing import PROBES_DIR, probe_config
+from mirror.model import MirrorModel
+from mirror.training.train_joint import main as train_main
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def test_probe_trains_only_the_heads_and_is_reported(run: Path, tmp_path: Path, 
     assert probe["probe_steps"] == 3 and probe["pairing"] == model["alignment"]["pairing"]
     for pairing in ("episode", "instruction", "class"):
         assert 0.0 <= probe[pairing]["u_to_e"] <= 1.0 and 0.0 <= probe[pairing]["e_to_u"] <= 1.0
-    trained = JointModel.from_pretrained(run / "final").state_dict()
-    probed = JointModel.from_pretrained(probe["model"]).state_dict()
+    trained = MirrorModel.from_pretrained(run / "final").state_dict()
+    probed = MirrorModel.from_pretrained(probe["model"]).state_dict()
     assert Path(probe["model"]).parent == tmp_path / "eval" / PROBES_DIR / "baseline"
     for name, value in probed.items():
         same = torch.equal(value, trained[name])
@@ -60,7 +60,7 @@ def test_probe_trains_only_the_heads_and_is_reported(run: Path, tmp_path: Path, 
 
 def test_probe_needs_a_training_config_and_its_data(run: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
-    JointModel.from_pretrained(run / "final").save_pretrained(bare)
+    MirrorModel.from_pretrained(run / "final").save_pretrained(bare)
     with pytest.raises(EvaluationError, match="no training config"):
         probe_config(bare, 3, tmp_path / "p", None, "cpu", False)
     with pytest.raises(EvaluationError, match="--probe-data"):

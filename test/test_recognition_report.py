@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from mirror_policy.evaluation import plots
-from mirror_policy.evaluation.recognition import (
+from mirror.evaluation import plots
+from mirror.evaluation.recognition import (
     ConfusionMatrix,
     RecognitionRecord,
     confusion_matrix,
     summarize_recognition,
 )
-from mirror_policy.evaluation.reporting import CONFUSION_CORNER, confusion_file, write_results
+from mirror.evaluation.reporting import CONFUSION_CORNER, confusion_file, write_results
 
 TOP = "open the top drawer"
 BOTTOM = "open the bottom drawer"

@@ -22,14 +22,14 @@ from ros_test_support import environment, require_module, wait_for  # noqa: E402
 require_module("rclpy")
 require_module("mcap_ros2")
 
-from mirror_policy.ros.message_definitions import (  # noqa: E402
+from mirror.ros.message_definitions import (  # noqa: E402
     SEPARATOR,
     MessageDefinitionError,
     message_definition,
     msg_file,
     type_name_of,
 )
-from mirror_policy.ros.recording import (  # noqa: E402
+from mirror.ros.recording import (  # noqa: E402
     EPISODE_METADATA,
     RESULT_METADATA,
     McapEpisodeWriter,
@@ -119,6 +119,7 @@ def test_episodes_recorded_from_real_publishers_decode_with_mcap_ros2(ros_domain
     from mcap.reader import make_reader
     from std_msgs.msg import String
 
+    from mirror_common.ros.qos import command_qos, latched_qos, sensor_qos
     from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
     from sim_bridge.cameras import RLBENCH_CAMERAS, look_at_extrinsics
     from sim_bridge.observation import CameraFrame
@@ -127,9 +128,6 @@ def test_episodes_recorded_from_real_publishers_decode_with_mcap_ros2(ros_domain
         EPISODE_STATUS_TOPIC,
         KEYFRAME_ACTION_TOPIC,
         camera_topic,
-        command_qos,
-        latched_qos,
-        sensor_qos,
     )
 
     context = rclpy.Context()
@@ -263,13 +261,13 @@ def test_mirror_bringup_films_and_records_each_episode(tmp_path):
     import yaml
     from PIL import Image
 
-    from mirror_policy.joint_model import JointModel
-    from mirror_policy.ros.launch_config import child_environment
+    from mirror.model import MirrorModel
+    from mirror.ros.launch_config import child_environment
     from sim_bridge.tasks import make_task
 
     task = make_task("push_buttons")
     checkpoint = tmp_path / "tiny"
-    JointModel.from_names(
+    MirrorModel.from_names(
         instructions=list(dict.fromkeys(task.descriptions(v)[0] for v in range(task.variation_count())))
     ).save_pretrained(checkpoint)
     repo = Path(__file__).resolve().parents[1]
@@ -279,7 +277,7 @@ def test_mirror_bringup_films_and_records_each_episode(tmp_path):
     params_file.write_text(yaml.safe_dump(params))
     videos, records = tmp_path / "videos", tmp_path / "records"
     env = child_environment() | {"ROS_DOMAIN_ID": str(BRINGUP_DOMAIN), "ROS_LOG_DIR": str(tmp_path / "log")}
-    command = [sys.executable, "-m", "mirror_policy.ros.bringup", "--checkpoint", str(checkpoint),
+    command = [sys.executable, "-m", "mirror.ros.bringup", "--checkpoint", str(checkpoint),
                "--params-file", str(params_file), "--task", "push_buttons", "--episodes", "1",
                "--videos", str(videos), "--record", str(records)]  # fmt: skip
     run = subprocess.run(command, env=env, cwd=repo, capture_output=True, text=True, timeout=500)

@@ -19,9 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mirror_perception.ros.recognized_action import RecognizedAction
-from mirror_policy.evaluation.evaluate import main as evaluate_main
-from mirror_policy.evaluation.rollout_point_cloud import (
+from mirror.evaluation.evaluate import main as evaluate_main
+from mirror.evaluation.rollout_point_cloud import (
     MARKER_POINTS,
     MARKER_RADIUS,
     PointCloudExportError,
@@ -29,7 +28,7 @@ from mirror_policy.evaluation.rollout_point_cloud import (
     keyframe_points,
     require_open3d,
 )
-from mirror_policy.evaluation.rollout_video import (
+from mirror.evaluation.rollout_video import (
     CLOSED_COLOR,
     FAILURE_COLOR,
     HOLD_MS,
@@ -41,11 +40,12 @@ from mirror_policy.evaluation.rollout_video import (
     rollout_video_name,
     save_gif,
 )
-from mirror_policy.joint_model import JointModel
-from mirror_policy.outputs import OutputDirectoryError, prepare_output_directory
-from mirror_policy.ros.episode_outputs import EpisodeVideo, episode_metadata, episode_stem
-from mirror_policy.ros.policy_messages import PolicyActionInfo
-from mirror_policy.ros.task_selection import EpisodePlan, TaskVariation
+from mirror.model import MirrorModel
+from mirror.ros.episode_outputs import EpisodeVideo, episode_metadata, episode_stem
+from mirror.ros.policy_messages import PolicyActionInfo
+from mirror.ros.task_selection import EpisodePlan, TaskVariation
+from mirror_common.outputs import OutputDirectoryError, prepare_output_directory
+from mirror_perception.ros.recognized_action import RecognizedAction
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.cameras import RLBENCH_CAMERAS, depth_to_world_points, look_at_extrinsics
 from sim_bridge.observation import CameraFrame
@@ -197,7 +197,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     names = list(dict.fromkeys(task.descriptions(v)[0] for v in range(4)))
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny"
-    JointModel.from_names(instructions=names, arp_overrides={"camera_resolution": 64}).save_pretrained(path)
+    MirrorModel.from_names(instructions=names, arp_overrides={"camera_resolution": 64}).save_pretrained(path)
     return path
 
 
@@ -237,7 +237,7 @@ def test_bringup_refuses_a_videos_or_record_path_that_is_a_file(tmp_path):
     blocker.write_text("x")
     for option in ("--videos", "--record"):
         result = subprocess.run(
-            [sys.executable, "-m", "mirror_policy.ros.bringup", option, str(blocker)],
+            [sys.executable, "-m", "mirror.ros.bringup", option, str(blocker)],
             capture_output=True, text=True, timeout=60, cwd=REPO,
         )  # fmt: skip
         assert result.returncode == 2, result.stdout
@@ -257,7 +257,7 @@ def _open3d_available() -> bool:
 
 
 def test_point_cloud_is_what_the_policy_sees_plus_the_keyframe(tiny_checkpoint, bullet_env):
-    config = JointModel.read_config(tiny_checkpoint)[0].arp
+    config = MirrorModel.read_config(tiny_checkpoint)[0].arp
     config = dataclasses.replace(config, camera_resolution=128)
     _, observation = bullet_env.reset("push_buttons", 0, 3)
     points, colours = fused_point_cloud(observation, config)

@@ -26,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from mirror_common.ros.qos import command_qos, latched_qos, sensor_qos  # noqa: E402
 from sim_bridge.cameras import CAMERA_NAMES, RLBENCH_CAMERAS, look_at_extrinsics  # noqa: E402
 from sim_bridge.errors import BackendUnavailableError  # noqa: E402
 from sim_bridge.ros.errors import BridgeBusyError  # noqa: E402
@@ -41,9 +42,6 @@ from sim_bridge.ros.topics import (  # noqa: E402
     RESET_EPISODE_SERVICE,
     STOP_SERVICE,
     camera_topic,
-    command_qos,
-    latched_qos,
-    sensor_qos,
 )
 
 DOMAIN_ID = 171  # distinct from every other test module

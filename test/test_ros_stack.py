@@ -31,22 +31,22 @@ from ros_test_support import SpinningClient, environment, require_module, wait_f
 require_module("rclpy")
 pytestmark = pytest.mark.slow  # every test here starts node processes
 
-from mirror_perception.ros.recognized_action import (  # noqa: E402
-    RecognitionMessageError,
-    RecognizedAction,
-)
-from mirror_perception.ros.video_window import VideoWindow  # noqa: E402
-from mirror_policy.ros.acting import ActingState, InputLimits, observation_from_camera_set  # noqa: E402
-from mirror_policy.ros.bringup import exit_code  # noqa: E402
-from mirror_policy.ros.launch_config import child_environment, node_command, node_spec  # noqa: E402
-from mirror_policy.ros.loop_report import EpisodeRecord, LoopSummary  # noqa: E402
-from mirror_policy.ros.policy_messages import PolicyActionInfo, PolicyState  # noqa: E402
-from mirror_policy.ros.task_selection import (  # noqa: E402
+from mirror.ros.acting import ActingState, InputLimits, observation_from_camera_set  # noqa: E402
+from mirror.ros.bringup import exit_code  # noqa: E402
+from mirror.ros.launch_config import child_environment, node_command, node_spec  # noqa: E402
+from mirror.ros.loop_report import LoopEpisode, LoopSummary  # noqa: E402
+from mirror.ros.policy_messages import PolicyActionInfo, PolicyState  # noqa: E402
+from mirror.ros.task_selection import (  # noqa: E402
     EpisodePicker,
     UnknownTaskError,
     candidate_variations,
     parse_tasks,
 )
+from mirror_perception.ros.recognized_action import (  # noqa: E402
+    RecognitionMessageError,
+    RecognizedAction,
+)
+from mirror_perception.ros.video_window import VideoWindow  # noqa: E402
 from sim_bridge.actions import KeyframeAction  # noqa: E402
 from sim_bridge.cameras import CAMERA_NAMES, RLBENCH_CAMERAS  # noqa: E402
 from sim_bridge.observation import CameraFrame  # noqa: E402
@@ -199,9 +199,9 @@ def test_payloads_round_trip_and_reject_malformed_json():
 
 def test_summary_counts_recognitions_successes_and_times():
     plans = EpisodePicker(candidate_variations(push_buttons_vocabulary()), 0)
-    good = EpisodeRecord(plans.next(), "a", recognized="a", outcome="success", inference_ms=[10.0, 30.0],
+    good = LoopEpisode(plans.next(), "a", recognized="a", outcome="success", inference_ms=[10.0, 30.0],
                          latency_ms=[20.0, 40.0], episode_seconds=4.0, demo_seconds=2.0)  # fmt: skip
-    bad = EpisodeRecord(plans.next(), "a", recognized="b", outcome="failure", inference_ms=[50.0],
+    bad = LoopEpisode(plans.next(), "a", recognized="b", outcome="failure", inference_ms=[50.0],
                         latency_ms=[60.0], episode_seconds=8.0, demo_seconds=math.nan)  # fmt: skip
     summary = LoopSummary.of([good, bad])
     assert (summary.recognized, summary.succeeded, summary.actions) == (1, 1, 3)
@@ -234,11 +234,11 @@ def ros_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny untrained JointModel whose vocabulary is push_buttons' instructions."""
-    from mirror_policy.joint_model import JointModel
+    """A tiny untrained MirrorModel whose vocabulary is push_buttons' instructions."""
+    from mirror.model import MirrorModel
 
     path = tmp_path_factory.mktemp("checkpoint") / "tiny"
-    JointModel.from_names(instructions=push_buttons_vocabulary()).save_pretrained(path)
+    MirrorModel.from_names(instructions=push_buttons_vocabulary()).save_pretrained(path)
     return path
 
 
@@ -305,7 +305,7 @@ class Process:
 
 
 def bringup_command(checkpoint: Path, params_file: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mirror_policy.ros.bringup", "--checkpoint", str(checkpoint),
+    return [sys.executable, "-m", "mirror.ros.bringup", "--checkpoint", str(checkpoint),
             "--params-file", str(params_file), "--task", "push_buttons", *extra]  # fmt: skip
 
 
@@ -341,15 +341,16 @@ class Client(SpinningClient):
         from std_msgs.msg import Float64MultiArray, String
         from std_srvs.srv import Trigger
 
-        from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
-        from mirror_policy.ros.topics import (
+        from mirror.ros.topics import (
             POLICY_ACTIONS_TOPIC,
             POLICY_STATE_TOPIC,
             events_qos,
             latched_history_qos,
         )
+        from mirror_common.ros.qos import command_qos, latched_qos, sensor_qos
+        from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
         from sim_bridge.ros.messages import status_from_message
-        from sim_bridge.ros.topics import camera_topic, command_qos, latched_qos, sensor_qos
+        from sim_bridge.ros.topics import camera_topic
 
         super().__init__("stack_test_client", DOMAIN_ID)
         self.states: list[PolicyState] = []
@@ -550,7 +551,7 @@ def test_policy_node_refuses_a_bad_checkpoint_with_one_clear_line(ros_env, check
         broken.mkdir()
         (broken / "config.json").write_bytes((checkpoint / "config.json").read_bytes())
         (broken / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:1000])
-    command = [sys.executable, "-m", "mirror_policy.ros.policy_node", "--ros-args", "-p",
+    command = [sys.executable, "-m", "mirror.ros.policy_node", "--ros-args", "-p",
                f"checkpoint:={broken}"]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
@@ -570,10 +571,10 @@ def test_policy_alone_skips_missing_cameras_nan_depth_and_stale_sets_then_acts(
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
-    from mirror_policy.ros.topics import POLICY_ACTIONS_TOPIC, events_qos
+    from mirror.ros.topics import POLICY_ACTIONS_TOPIC, events_qos
+    from mirror_common.ros.qos import latched_qos
     from sim_bridge.ros.camera_publisher import CameraSetPublisher
     from sim_bridge.ros.messages import ns_to_stamp, status_to_message
-    from sim_bridge.ros.topics import latched_qos
 
     info, observation = bullet_env.reset("push_buttons", 0, 3)
     wrist = observation.cameras["wrist"]

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from joint_test_data import SMALL, build_tiny_dataset, train_cli
+from mirror_test_data import SMALL, build_tiny_dataset, train_cli
 
-from mirror_perception.errors import CheckpointError
-from mirror_policy.inference import MirrorAgent
-from mirror_policy.joint_model import JointModel
-from mirror_policy.preprocessing import PolicyInputError
-from mirror_policy.training.config import TrainConfigError, load_train_config, parse_override
-from mirror_policy.training.data import (
+from mirror.agent import MirrorAgent
+from mirror.model import MirrorModel
+from mirror.training.config import TrainConfigError, load_train_config, parse_override
+from mirror.training.data import (
     STREAM_MODEL,
     EpisodeEntry,
     TrainingDataError,
@@ -30,11 +28,13 @@ from mirror_policy.training.data import (
     step_seed,
     target_action,
 )
-from mirror_policy.training.distributed import DistInfo
-from mirror_policy.training.lamb import Lamb
-from mirror_policy.training.optim import lr_factor
-from mirror_policy.training.train_joint import main
-from mirror_policy.training.trainer import JointTrainer, is_au_step
+from mirror.training.distributed import DistInfo
+from mirror.training.lamb import Lamb
+from mirror.training.optim import lr_factor
+from mirror.training.train_joint import main
+from mirror.training.trainer import MirrorTrainer, is_au_step
+from mirror_common.errors import CheckpointError
+from mirror_policy.arp.preprocessing import PolicyInputError
 from sim_bridge.dataset import EpisodeRecord, RLBenchDataset, load_episode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_shipped_configs_parse_and_build() -> None:
     joint = paper.model_config(["push the maroon button"])
     assert joint.arp.name == "paper" and joint.viclip.name.startswith("ViCLIP")
     with torch.device("meta"):  # the paper-size model builds (without allocating ~1 GB)
-        model = JointModel(joint)
+        model = MirrorModel(joint)
     assert sum(p.numel() for p in model.arp.parameters()) > 60e6
 
 
@@ -129,7 +129,7 @@ def test_dataset_scan_split_and_paired_batches(data_root: Path, tmp_path: Path) 
     train, held_out = split_episodes(entries, 0.25)
     assert [e.episode for e in train] == [0, 1] and [e.episode for e in held_out] == [2]
     assert split_episodes(entries, 0.0)[1] == []
-    trainer = JointTrainer(small_config(data_root, tmp_path / "run", "alignment.pairing=instruction"), CPU)
+    trainer = MirrorTrainer(small_config(data_root, tmp_path / "run", "alignment.pairing=instruction"), CPU)
     batch = trainer.builder.build(3)
     again = trainer.builder.build(3)
     assert batch.au_ids == again.au_ids and batch.ee_ids == again.ee_ids
@@ -152,9 +152,9 @@ def test_clear_errors_for_bad_data(data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingDataError, match="not in"):
         scan_episodes(data_root, ["open_drawer"])
     with pytest.raises(PolicyInputError, match=r"\(64, 64, 3\)"):
-        JointTrainer(small_config(data_root, tmp_path / "a", "arp.camera_resolution=64"), CPU)
+        MirrorTrainer(small_config(data_root, tmp_path / "a", "arp.camera_resolution=64"), CPU)
     with pytest.raises(TrainingDataError, match="overhead"):
-        JointTrainer(small_config(data_root, tmp_path / "b", "arp.cameras=[front, overhead]"), CPU)
+        MirrorTrainer(small_config(data_root, tmp_path / "b", "arp.cameras=[front, overhead]"), CPU)
     assert main(train_cli(tmp_path / "missing", tmp_path / "c", "--steps", "1")) == 2
     assert not (tmp_path / "c" / "checkpoints").exists()
 
@@ -172,7 +172,7 @@ def test_lamb_moves_each_tensor_by_lr_relative_to_its_norm_and_schedule_shape() 
 
 
 def test_viclip_learns_on_au_steps_only_and_arp_on_every_step(data_root: Path, tmp_path: Path) -> None:
-    trainer = JointTrainer(small_config(data_root, tmp_path / "run", "au_update_prob=0.5", "seed=3"), CPU)
+    trainer = MirrorTrainer(small_config(data_root, tmp_path / "run", "au_update_prob=0.5", "seed=3"), CPU)
     groups = trainer.optimizers.viclip.param_groups
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
     viclip = trainer.model.viclip
@@ -202,7 +202,7 @@ def test_vocabulary_negatives_score_each_clip_against_every_instruction(
 ) -> None:
     """au_negatives=vocabulary: L_AU is each clip's cross-entropy over the whole instruction vocabulary."""
     config = small_config(data_root, tmp_path / "run", "au_update_prob=1.0", "au_negatives=vocabulary")
-    trainer = JointTrainer(config, CPU)
+    trainer = MirrorTrainer(config, CPU)
     batch = trainer.builder.build(0)
     model = trainer.model
     vocabulary = list(model.config.instructions)
@@ -228,8 +228,8 @@ def test_align_weight_zero_is_the_same_run_without_alignment_gradients(
     data_root: Path, tmp_path: Path
 ) -> None:
     extra = ("au_update_prob=0",)
-    mirror = JointTrainer(small_config(data_root, tmp_path / "mirror", *extra), CPU)
-    baseline = JointTrainer(small_config(data_root, tmp_path / "base", *extra, "align_weight=0"), CPU)
+    mirror = MirrorTrainer(small_config(data_root, tmp_path / "mirror", *extra), CPU)
+    baseline = MirrorTrainer(small_config(data_root, tmp_path / "base", *extra, "align_weight=0"), CPU)
     assert baseline.optimizers.alignment is None
     initial_arp = {k: v.clone() for k, v in baseline.model.arp.state_dict().items()}
     heads = params(baseline.model.alignment)
@@ -243,7 +243,7 @@ def test_align_weight_zero_is_the_same_run_without_alignment_gradients(
     assert changed(heads, mirror.model.alignment)
     # the baseline's ARP gradient is exactly that of L_EE alone
     grads = {k: p.grad.clone() for k, p in baseline.model.arp.named_parameters()}
-    reference = JointModel(baseline.model.config)
+    reference = MirrorModel(baseline.model.config)
     reference.arp.load_state_dict(initial_arp)
     reference.viclip.load_state_dict(baseline.model.viclip.state_dict())
     reference.train()
@@ -259,9 +259,9 @@ def test_align_weight_zero_is_the_same_run_without_alignment_gradients(
 
 
 def test_probe_trains_only_the_alignment_heads(data_root: Path, tmp_path: Path) -> None:
-    first = JointTrainer(small_config(data_root, tmp_path / "src"), CPU)
+    first = MirrorTrainer(small_config(data_root, tmp_path / "src"), CPU)
     first.model.save_pretrained(tmp_path / "init")
-    trainer = JointTrainer(
+    trainer = MirrorTrainer(
         small_config(data_root, tmp_path / "probe", "probe=true", f"init={tmp_path / 'init'}"), CPU
     )
     assert set(trainer.optimizers.named()) == {"alignment"}
@@ -284,10 +284,10 @@ def test_probe_trains_only_the_alignment_heads(data_root: Path, tmp_path: Path) 
 
 
 def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path: Path) -> None:
-    first = JointTrainer(small_config(data_root, tmp_path / "src"), CPU)
+    first = MirrorTrainer(small_config(data_root, tmp_path / "src"), CPU)
     first.model.save_pretrained(tmp_path / "init")
     parts = "init_parts=[arp, viclip.text_encoder]"
-    trainer = JointTrainer(
+    trainer = MirrorTrainer(
         small_config(data_root, tmp_path / "warm", f"init={tmp_path / 'init'}", parts, "seed=1"), CPU
     )
     source = first.model.state_dict()
@@ -299,20 +299,20 @@ def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path:
     ]  # random-init weights
     assert fresh and not any(torch.equal(ours[n], source[n]) for n in fresh)
     with pytest.raises(CheckpointError, match="name no weights"):
-        JointTrainer(
+        MirrorTrainer(
             small_config(
                 data_root, tmp_path / "bad", f"init={tmp_path / 'init'}", "init_parts=[arp.nothing]"
             ),
             CPU,
         )
     # a fine-tune may change ARP's augmentation (training-only), never its architecture
-    tuned = JointTrainer(
+    tuned = MirrorTrainer(
         small_config(data_root, tmp_path / "tuned", f"init={tmp_path / 'init'}", "arp.aug_yaw_deg=0"), CPU
     )
     assert torch.equal(tuned.model.state_dict()[taken[0]], source[taken[0]])
     assert tuned.model.config.arp.aug_yaw_deg == 0
     with pytest.raises(CheckpointError, match="arp config differs"):
-        JointTrainer(
+        MirrorTrainer(
             small_config(data_root, tmp_path / "bad", f"init={tmp_path / 'init'}", "arp.self_layers=3"), CPU
         )
     with pytest.raises(TrainConfigError, match="init_parts"):
@@ -322,10 +322,10 @@ def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path:
 def test_policy_text_own_gives_arp_its_own_tower_trained_by_the_ee_loss(
     data_root: Path, tmp_path: Path
 ) -> None:
-    shared = JointTrainer(small_config(data_root, tmp_path / "shared"), CPU)
+    shared = MirrorTrainer(small_config(data_root, tmp_path / "shared"), CPU)
     assert shared.model.policy_text_encoder is None
     assert not any(k.startswith("arp.text_encoder.") for k in shared.model.state_dict())
-    trainer = JointTrainer(
+    trainer = MirrorTrainer(
         small_config(data_root, tmp_path / "own", "policy_text=own", "au_update_prob=0.0"), CPU
     )
     own = trainer.model.policy_text_encoder
@@ -336,7 +336,7 @@ def test_policy_text_own_gives_arp_its_own_tower_trained_by_the_ee_loss(
     assert changed(before_own, own)  # L_EE trains the policy's own tower
     assert not changed(before_viclip, trainer.model.viclip.text_encoder)  # no AU step: ViCLIP's is untouched
     trainer.model.save_pretrained(tmp_path / "saved")
-    loaded = JointModel.from_pretrained(tmp_path / "saved")
+    loaded = MirrorModel.from_pretrained(tmp_path / "saved")
     assert loaded.config.policy_text == "own"
     torch.testing.assert_close(
         loaded.language_features(["push the red button"])[0],
@@ -347,7 +347,7 @@ def test_policy_text_own_gives_arp_its_own_tower_trained_by_the_ee_loss(
 
 
 def test_video_camera_sets_the_checkpoints_camera_and_the_clips(data_root: Path, tmp_path: Path) -> None:
-    trainer = JointTrainer(small_config(data_root, tmp_path / "wrist", "data.video_camera=wrist"), CPU)
+    trainer = MirrorTrainer(small_config(data_root, tmp_path / "wrist", "data.video_camera=wrist"), CPU)
     assert trainer.model.config.camera_for_video == "wrist"
     entry = trainer.builder.entries[0]
     wrist = trainer.store.clip(entry, [0])[0]
@@ -392,14 +392,14 @@ def test_resume_continues_exactly_and_refuses_other_settings(data_root: Path, tm
     config = small_config(data_root, tmp_path / "split", "au_update_prob=0.5", "seed=3", "steps=4",
                           "alignment.tau=0.2")  # fmt: skip
     with pytest.raises(CheckpointError, match=r"alignment\.tau"):
-        JointTrainer(config, CPU, resume=tmp_path / "split")
+        MirrorTrainer(config, CPU, resume=tmp_path / "split")
     assert {p: p.read_bytes() for p in (tmp_path / "split").rglob("*") if p.is_file()} == snapshot
 
     with open(tmp_path / "split" / "metrics.jsonl", "a") as handle:  # as if step 2 ran, then the job died
         handle.write(json.dumps({"step": 2, "loss/ee": 1.0}) + "\n")
     assert main(["--resume", str(tmp_path / "split"), "--log-level", "WARNING"]) == 0
-    straight = JointModel.from_pretrained(tmp_path / "straight" / "final").state_dict()
-    resumed = JointModel.from_pretrained(tmp_path / "split" / "final").state_dict()
+    straight = MirrorModel.from_pretrained(tmp_path / "straight" / "final").state_dict()
+    resumed = MirrorModel.from_pretrained(tmp_path / "split" / "final").state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     lines = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "loss/ee" in m] == [0, 1, 2, 3]  # the stale step-2 line is gone
@@ -416,11 +416,11 @@ def _ddp_worker(rank: int, port: int, data_root: str, out: str, result_dir: str)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})  # fmt: skip
     torch.set_num_threads(1)
-    from mirror_policy.training.distributed import setup_distributed, teardown
+    from mirror.training.distributed import setup_distributed, teardown
 
     dist = setup_distributed("cpu")
     try:
-        trainer = JointTrainer(
+        trainer = MirrorTrainer(
             small_config(Path(data_root), Path(out), "steps=5", "au_update_prob=0.5", "seed=3"), dist
         )
         trainer.run()
@@ -437,7 +437,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(data_root: Path, tmp_path: P
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    final = JointModel.from_pretrained(tmp_path / "run" / "final").state_dict()
+    final = MirrorModel.from_pretrained(tmp_path / "run" / "final").state_dict()
     assert all(torch.equal(final[k], rank0[k]) for k in final)
     assert [is_au_step(3, s, 0.5) for s in range(5)] == [True, True, True, False, True]  # both kinds of step
     checkpoint = tmp_path / "run" / "checkpoints" / "step_00000005"

@@ -4,7 +4,6 @@ save/load, clip sampling, and recognition after a short training run."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 import types
@@ -17,7 +16,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mirror_perception import (
-    CheckpointError,
     ClipTokenizer,
     ConfigError,
     InstructionRecognizer,
@@ -25,6 +23,7 @@ from mirror_perception import (
     InvalidVideoError,
     StateDictMismatchError,
     ViCLIP,
+    ViCLIPCheckpointError,
     ViCLIPConfig,
     check_state_dict,
     get_config,
@@ -39,15 +38,14 @@ from mirror_perception import (
     save_pretrained,
     video_text_contrastive_loss,
 )
-from mirror_perception.checkpoint import expected_shapes, load_state_dict_strict
 from mirror_perception.modeling_viclip import random_keep_indices
 from mirror_perception.tokenizer import DEFAULT_VOCAB_PATH, split_words
 from mirror_perception.transformer_layers import Transformer
+from mirror_perception.weights import expected_shapes, load_state_dict_strict
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS_DIR = ROOT / "test" / "data" / "viclip_keys"  # key names and shapes of the released checkpoints
 KEY_FILES = {"ViCLIP-B/16": "keys_ViCLIP-B16.txt", "ViCLIP-L/14": "keys_ViCLIP-L14.txt"}
-GOLDEN_SCRIPT = ROOT / "test" / "golden" / "make_viclip_golden.py"
 GOLDEN_TOL = 1e-5
 
 
@@ -101,12 +99,8 @@ def synthetic_b16_state() -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ golden
-def test_golden_outputs_of_seeded_cpu_tiny_model():
-    spec = importlib.util.spec_from_file_location("make_viclip_golden", GOLDEN_SCRIPT)
-    golden = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(golden)
-    stored = load_file(str(golden.GOLDEN_PATH))
-    current = golden.compute_golden_outputs()
+def test_golden_outputs_of_seeded_cpu_tiny_model(golden):
+    stored, current = golden("viclip")
     assert set(stored) == set(current)
     assert torch.equal(stored["token_ids"], current["token_ids"]), "tokenizer output drifted"
     assert torch.equal(stored["input_checksum"], current["input_checksum"]), (
@@ -177,7 +171,7 @@ def test_infer_and_resize_official_positions(synthetic_b16_state):
     temporal = resized["vision_encoder.temporal_positional_embedding"]
     original = synthetic_b16_state["vision_encoder.temporal_positional_embedding"]
     assert torch.allclose(temporal[:, 0], original[:, 0]) and torch.allclose(temporal[:, -1], original[:, -1])
-    with pytest.raises(CheckpointError, match="cannot identify"):
+    with pytest.raises(ViCLIPCheckpointError, match="cannot identify"):
         infer_official_config({"temp": torch.tensor(0.01)})
 
 
@@ -214,13 +208,13 @@ def test_checkpoint_files_with_wrappers_prefixes_and_pickled_config(tmp_path):
     from_st = read_checkpoint_file(st)  # safetensors stores keys sorted; order does not matter for loading
     assert sorted(from_st) == sorted(state) and all(torch.equal(from_st[k], state[k]) for k in state)
 
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(ViCLIPCheckpointError, match="not found"):
         read_checkpoint_file(tmp_path / "absent.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(ViCLIPCheckpointError, match="cannot read"):
         read_checkpoint_file(tmp_path / "junk.pth")
     torch.save({"model": {"x": 1}}, tmp_path / "nontensor.pth")
-    with pytest.raises(CheckpointError, match="not tensors"):
+    with pytest.raises(ViCLIPCheckpointError, match="not tensors"):
         read_checkpoint_file(tmp_path / "nontensor.pth")
 
 
@@ -462,9 +456,9 @@ def test_save_load_round_trip(tmp_path, tiny_model):
     with pytest.raises(StateDictMismatchError, match="'cpu_tiny'.*vision_encoder.proj"):
         load_pretrained(wrong)
     (wrong / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not a valid ViCLIP config"):
+    with pytest.raises(ViCLIPCheckpointError, match="not a valid ViCLIP config"):
         load_pretrained(wrong)
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(ViCLIPCheckpointError, match="cannot read"):
         load_pretrained(tmp_path / "absent")
 
 

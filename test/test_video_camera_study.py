@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from joint_test_data import build_tiny_dataset
+from mirror_test_data import build_tiny_dataset
 
+from mirror.evaluation.video_camera_study import STUDY_CSV_NAME, STUDY_PNG_NAME, CameraRun, main
+from mirror.training.config import load_train_config
+from mirror.training.data import scan_episodes, split_episodes
 from mirror_perception.demonstration import demonstration_clip_indices
-from mirror_policy.evaluation.video_camera_study import STUDY_CSV_NAME, STUDY_PNG_NAME, CameraRun, main
-from mirror_policy.training.config import load_train_config
-from mirror_policy.training.data import scan_episodes, split_episodes
 from sim_bridge.dataset import load_episode
 
 TINY = """

@@ -1,5 +1,3 @@
-"""ROS 2 side of perception: the ``perception`` node recognising demonstrated actions from the front camera.
-
-:mod:`~mirror_perception.ros.recognized_action` and :mod:`~mirror_perception.ros.video_window` are ROS-free;
-the node needs rclpy and the standard message packages.
-"""
+"""ROS-facing pieces of perception that need no model: the ``recognized_action`` message (JSON), the sliding
+``video_window`` of camera frames and the ``topics`` it publishes on. The ``perception`` node itself loads a
+mirror model, so it lives in the system layer (:mod:`mirror.ros.perception_node`)."""

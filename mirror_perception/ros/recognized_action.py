@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from sim_bridge.serialization import parse_message
+from mirror_common.serialization import parse_message
 
 
 class RecognitionMessageError(ValueError):

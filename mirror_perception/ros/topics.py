@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rclpy.qos import QoSProfile
 
-from sim_bridge.ros.topics import keep_last_qos
+from mirror_common.ros.qos import keep_last_qos
 
 PERCEPTION_NODE_NAME = "perception"
 RECOGNIZED_ACTION_TOPIC = "recognized_action"

@@ -15,6 +15,9 @@ VARIATION_DESCRIPTIONS = "variation_descriptions.pkl"
 VARIATION_NUMBER = "variation_number.pkl"
 EPISODES_FOLDER = "episodes"
 ALL_VARIATIONS_FOLDER = "all_variations"
+# Our own keys in frame 0's ``misc`` (generated demos only; RLBench's readers ignore extra misc keys).
+SEED_KEY = "mirror_episode_seed"  # the simulator seed the demo was generated from
+WAYPOINTS_KEY = "mirror_waypoint_frames"  # frames at which the scripted demo reached each waypoint
 
 IMAGE_KINDS: tuple[str, ...] = ("rgb", "depth", "mask")
 # The five cameras of RLBench's scene; every pickled Observation carries image fields for all of them.

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_bridge.cameras import CAMERA_NAMES
+from sim_bridge.cameras import CAMERA_NAMES, calibration_from_misc, calibration_keys
 from sim_bridge.dataset import codec
 from sim_bridge.dataset.layout import (
     ALL_VARIATIONS_FOLDER,
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 PERACT_LAYOUT = "peract"
 UPSTREAM_LAYOUT = "upstream"
-_CALIBRATION_KEYS = ("extrinsics", "intrinsics", "near", "far")
 # Optional RLBench fields that an ObservationConfig may switch off (stored as None): read as empty vectors.
 _OPTIONAL_VECTORS = ("joint_forces", "gripper_joint_positions", "gripper_touch_forces", "task_low_dim_state")
 _REQUIRED_VECTORS = ("joint_positions", "joint_velocities", "gripper_pose")
@@ -260,7 +259,7 @@ def _load_observation(
         raise DatasetError(f"{where} misc is a {type(misc).__name__}, not a dict")
     misc = dict(misc or {})
     frames = {camera: _load_camera_frame(path, index, camera, misc) for camera in cameras}
-    loaded_keys = {f"{c}_camera_{k}" for c in cameras for k in _CALIBRATION_KEYS}
+    loaded_keys = calibration_keys(cameras)
     values: dict[str, Any] = {}
     for name in (*_REQUIRED_VECTORS, *_OPTIONAL_VECTORS):
         value = getattr(pobs, name, None)
@@ -295,20 +294,9 @@ def _scalar(value: Any, name: str, where: str) -> float:
 
 
 def _load_camera_frame(path: Path, index: int, camera: str, misc: dict[str, Any]) -> CameraFrame:
-    calibration = {}
-    for key in _CALIBRATION_KEYS:
-        name = f"{camera}_camera_{key}"
-        if name not in misc:
-            raise DatasetError(f"{path}: frame {index} misc has no {name}")
-        calibration[key] = misc[name]
-    where = f"{path}: frame {index} {camera}"
-    intrinsics = _vector(calibration["intrinsics"], "intrinsics", where)
-    extrinsics = _vector(calibration["extrinsics"], "extrinsics", where)
-    if intrinsics.shape != (9,) or extrinsics.shape != (16,):
-        raise DatasetError(f"{where} needs 3x3 intrinsics and 4x4 extrinsics in misc")
-    intrinsics, extrinsics = intrinsics.reshape(3, 3), extrinsics.reshape(4, 4)
-    near = _scalar(calibration["near"], "near", where)
-    far = _scalar(calibration["far"], "far", where)
+    calibration = calibration_from_misc(misc, camera, DatasetError, f"{path}: frame {index}")
+    intrinsics, extrinsics = calibration.intrinsics, calibration.extrinsics
+    near, far = calibration.near, calibration.far
     hw = codec.image_size_from_intrinsics(intrinsics)
     name = frame_file(index)
     rgb = codec.read_png(path / image_folder(camera, "rgb") / name, hw)

@@ -27,13 +27,14 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from mirror_common.ros.node_runtime import run_node
+from mirror_common.ros.qos import command_qos, latched_qos
 from sim_bridge.errors import SimError
 from sim_bridge.observation import Observation
 from sim_bridge.ros.camera_publisher import CameraSetPublisher
 from sim_bridge.ros.episode import BACKENDS, MAX_SEED, NEXT_SEED, make_backend, validate_episode_request
 from sim_bridge.ros.errors import BridgeBusyError, MessageError
 from sim_bridge.ros.messages import action_vector_from_message, seconds, status_to_message
-from sim_bridge.ros.node_runtime import run_node
 from sim_bridge.ros.status import EpisodeStatus
 from sim_bridge.ros.topics import (
     EPISODE_STATUS_TOPIC,
@@ -49,8 +50,6 @@ from sim_bridge.ros.topics import (
     PLAY_DEMO_SERVICE,
     RESET_EPISODE_SERVICE,
     STOP_SERVICE,
-    command_qos,
-    latched_qos,
 )
 from sim_bridge.ros.worker import MAX_PUBLISH_RATE, SimWorker, WorkerConfig
 

@@ -10,6 +10,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from mirror_common.ros.qos import sensor_qos
 from sim_bridge.cameras import CAMERA_NAMES
 from sim_bridge.observation import Observation
 from sim_bridge.ros.messages import camera_set_messages, joint_state_from_observation, make_header
@@ -21,7 +22,6 @@ from sim_bridge.ros.topics import (
     POSE_KIND,
     camera_topic,
     optical_frame,
-    sensor_qos,
 )
 
 log = logging.getLogger(__name__)

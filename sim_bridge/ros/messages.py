@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseStamped
+from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, String
 
@@ -383,3 +384,15 @@ def status_from_message(msg: String) -> EpisodeStatus:
 def seconds(stamp: Time) -> float:
     """A stamp in floating-point seconds (for logs and the status JSON)."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def read_status(node: Node, msg: String, throttle_sec: float) -> EpisodeStatus | None:
+    """The episode status in ``msg``; a malformed one is ignored with a throttled warning (None), since a bad
+    message from another process must not stop the node."""
+    try:
+        return status_from_message(msg)
+    except MessageError as err:
+        node.get_logger().warning(
+            f"ignoring malformed episode_status: {err}", throttle_duration_sec=throttle_sec
+        )
+        return None

@@ -261,7 +261,8 @@ def subscribe_camera_sets(node: Any, sync: CameraSetSynchronizer, qos: Any = Non
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import CameraInfo, Image, JointState
 
-    from sim_bridge.ros.topics import camera_topic, sensor_qos
+    from mirror_common.ros.qos import sensor_qos
+    from sim_bridge.ros.topics import camera_topic
 
     qos = qos if qos is not None else sensor_qos()
     sync.clock = lambda: node.get_clock().now().nanoseconds

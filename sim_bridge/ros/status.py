@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
+from mirror_common.serialization import parse_message
 from sim_bridge.ros.errors import MessageError
-from sim_bridge.serialization import parse_message
 
 IDLE, RUNNING, DEMO, EXECUTING = "idle", "running", "demo", "executing"
 SUCCESS, FAILURE = "success", "failure"

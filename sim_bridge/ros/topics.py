@@ -1,4 +1,5 @@
-"""The bridge's ROS 2 interface: topic, service and frame names, and the QoS of each stream.
+"""The bridge's ROS 2 interface: topic, service and frame names (each stream's QoS
+is one of :mod:`mirror_common.ros.qos`).
 
 The policy and perception nodes import these names rather than spelling them, so that the interface has one
 definition. Names are relative: they resolve inside the node's namespace (``--ros-args -r __ns:=/sim``).
@@ -17,8 +18,6 @@ Images and camera info carry ``header.frame_id = <cam>_optical_frame``. ``joint_
 """
 
 from __future__ import annotations
-
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from sim_bridge.cameras import CAMERA_NAMES
 
@@ -70,29 +69,3 @@ def camera_topic(camera: str, kind: str) -> str:
 def optical_frame(camera: str) -> str:
     """The ``header.frame_id`` of a camera's images (REP 103 optical frame: x right, y down, z forward)."""
     return f"{camera}_optical_frame"
-
-
-def keep_last_qos(depth: int, reliable: bool = True, latched: bool = False) -> QoSProfile:
-    """Keep the last ``depth`` messages; reliable or best effort; ``latched`` = transient local (late
-    joiners get the publisher's last messages), else volatile. Every stream of the stack is one of these."""
-    return QoSProfile(
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
-    )
-
-
-def sensor_qos() -> QoSProfile:
-    """Camera streams: best effort, keep last 5, volatile (``qos_profile_sensor_data``)."""
-    return keep_last_qos(5, reliable=False)
-
-
-def command_qos() -> QoSProfile:
-    """Commands (keyframe actions, target poses): reliable, keep last 10, volatile."""
-    return keep_last_qos(10)
-
-
-def latched_qos() -> QoSProfile:
-    """State that late joiners need (instruction, episode status): reliable, transient local, last 1."""
-    return keep_last_qos(1, latched=True)

@@ -26,12 +26,11 @@ from tqdm import tqdm
 from sim_bridge.backend import EpisodeInfo
 from sim_bridge.bullet.env import BulletBackend
 from sim_bridge.dataset import is_complete_episode, write_episode
+from sim_bridge.dataset.layout import SEED_KEY, WAYPOINTS_KEY
 from sim_bridge.errors import SimError, UnknownTaskError
 from sim_bridge.observation import Observation
 
 log = logging.getLogger("generate_demos")
-SEED_KEY = "mirror_episode_seed"
-WAYPOINTS_KEY = "mirror_waypoint_frames"
 
 
 @dataclass(frozen=True)

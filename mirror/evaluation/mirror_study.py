@@ -1,0 +1,323 @@
+"""``mirror_study``: the mirror alignment against the no-mirror baseline, over several training seeds.
+
+    mirror_study --config config/train_cpu_small.yaml --data data/train6 --out runs/study --seeds 0 1 2 \\
+        --results docs/results
+    mirror_study ... --name ablation --reference instruction --arm episode:alignment.pairing=episode \\
+        --arm instruction: --arm class:alignment.pairing=class --arm lambda0.25:align_weight=0.25
+
+Each arm is a name and training overrides (``--arm NAME:KEY=VALUE,KEY=VALUE``); the default arms are
+``mirror`` (the config as it is) and ``baseline`` (``align_weight=0``), and any other grid (the paper's
+Table 3 ablations: pairing by episode / instruction / class, lambda_align) is a list of arms.
+
+All arms train with the same config, data, steps and seeds and differ only in their overrides (mirror and
+baseline only in ``align_weight``: the study is about the loss, so nothing else changes).
+``--policy-text own`` gives ARP a text tower of its own in every arm, so that nothing but the alignment loss
+couples ViCLIP and ARP (the independent baseline); ``shared`` (the shipped model's recipe) lets ARP read
+ViCLIP's text tower, which L_AU trains. Every row says which (column ``policy_text``). Each run
+is then evaluated with one protocol: held-out recognition, Recall@1 through the heads as trained and through
+probed heads (the baseline's never trained, so only the probe judges it), rollout success on the trained
+instructions and, in the same scenes, the instruction-blind control. Writes into ``--results`` (``NAME`` =
+``--name``, default ``mirror_vs_baseline``):
+
+* ``NAME.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus ``success_<task>`` and,
+  with ``--rollout-alignment``, ``rollout_recall_{succeeded,failed}_probe``: paper Fig. 3);
+* ``NAME_summary.csv``: per metric and arm, the mean and 95% interval across training seeds (t distribution)
+  and the paired difference arm - ``--reference`` over the seeds both finished;
+* ``NAME.png``: the arms' means with those intervals.
+
+Resumable as a whole: a run whose ``final/`` exists is not retrained (an unfinished one is resumed), an
+evaluation whose ``results.json`` exists is not redone, and the CSVs are rebuilt from what is on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from mirror.evaluation.errors import EvaluationError
+from mirror.evaluation.reporting import RESULTS_NAME
+from mirror.evaluation.runner import EvaluationSettings, run_evaluation
+from mirror.model import POLICY_TEXT, MirrorModel
+from mirror.training.config import TrainConfigError, load_train_config, parse_override
+from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR
+from mirror.training.train_joint import main as train_joint
+from mirror_common.errors import CheckpointError
+from sim_bridge.actions import MAX_KEYFRAMES
+from sim_bridge.errors import DatasetError, SimError
+
+log = logging.getLogger("mirror_study")
+
+DEFAULT_ARMS = ("mirror:", "baseline:align_weight=0")
+DEFAULT_NAME = "mirror_vs_baseline"
+EVAL_DIR = "eval"
+RUN_COLUMNS = (
+    "arm", "train_seed", "policy_text", "recognition_top1", "recall_u2e_trained", "recall_e2u_trained",
+    "recall_u2e_probe", "recall_e2u_probe", "success_mean", "success_blind_mean",
+)  # fmt: skip
+METRICS = RUN_COLUMNS[3:]
+EXTRA_PREFIXES = ("success_", "rollout_recall_")  # per-task success, Fig. 3 alignment when measured
+SUMMARY_COLUMNS = (
+    "metric", "arm", "seeds", "mean", "ci95_low", "ci95_high", "reference", "paired_seeds", "difference_mean",
+    "difference_ci95_low", "difference_ci95_high",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a study: a name and the training overrides that make it (``--set`` syntax)."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Arm:
+        """``NAME:KEY=VALUE,KEY=VALUE`` (nothing after the colon: the config as it is)."""
+        name, _, settings = text.partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"arm {text!r}: the name must be letters, digits, '_', '.' or '-'")
+        overrides = tuple(item.strip() for item in settings.split(",") if item.strip())
+        for item in overrides:
+            parse_override(item)  # a malformed override fails now
+        return cls(name, overrides)
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}_seed{seed}"
+
+
+def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extra: Sequence[str]) -> None:
+    """Train (or resume, or skip) one arm's run with ``train_joint``."""
+    if (run_dir / FINAL_DIR).is_dir():
+        log.info("%s: trained, skipped", run_dir)
+        return
+    argv = ["--config", str(config), "--data", str(data), "--seed", str(seed), *extra]
+    for override in arm.overrides:
+        argv += ["--set", override]
+    if (run_dir / CHECKPOINTS_DIR).is_dir():
+        log.info("%s: resuming", run_dir)
+        argv += ["--resume", str(run_dir)]
+    else:
+        argv += ["--out", str(run_dir)]
+    if train_joint(argv) != 0:
+        raise EvaluationError(f"train_joint failed for {run_dir} (its log says why)")
+
+
+def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict:
+    """The run's evaluation (done now unless its results are already on disk)."""
+    out = run_dir / EVAL_DIR
+    path = out / RESULTS_NAME
+    if path.is_file():
+        log.info("%s: evaluated, skipped", run_dir)
+    else:
+        run_evaluation([run_dir], [name], settings, out)
+    return json.loads(path.read_text())["models"][name]
+
+
+def run_row(arm: str, seed: int, policy_text: str, model: dict) -> dict[str, float | str | int]:
+    """One CSV row from a run's ``evaluate`` results (rates as fractions)."""
+    pairing = model["alignment"]["pairing"]
+    trained, probe = model["alignment"][pairing], model["alignment_probe"][pairing]
+    row: dict[str, float | str | int] = {
+        "arm": arm,
+        "train_seed": seed,
+        "policy_text": policy_text,
+        "recognition_top1": model["recognition"]["overall"]["top1"],
+        "recall_u2e_trained": trained["u_to_e"],
+        "recall_e2u_trained": trained["e_to_u"],
+        "recall_u2e_probe": probe["u_to_e"],
+        "recall_e2u_probe": probe["e_to_u"],
+        "success_mean": model["execution"]["overall"]["success_mean"],
+        "success_blind_mean": model["execution_blind"]["overall"]["success_mean"],
+    }
+    for label in ("succeeded", "failed"):  # paper Fig. 3 (--rollout-alignment), through the probed heads
+        subset = model.get("rollout_alignment_probe", {}).get(label, {})
+        if pairing in subset:
+            row[f"rollout_recall_{label}_probe"] = subset[pairing]["mean"]
+    for task, summary in sorted(model["execution"]["per_task"].items()):
+        row[f"success_{task}"] = summary["success_mean"]
+    return row
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% interval (t distribution) of ``values``; the interval is NaN for fewer than 2."""
+    array = np.asarray(values, dtype=np.float64)
+    mean = float(array.mean()) if array.size else float("nan")
+    if array.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / np.sqrt(array.size))
+    return mean, mean - half, mean + half
+
+
+def summary_rows(rows: Sequence[dict], reference: str) -> list[dict[str, float | str | int]]:
+    """Per metric and arm: the arm across its seeds, and arm - ``reference`` paired by training seed."""
+    metrics = list(METRICS) + sorted(
+        {k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS)
+    )
+    arms = list(dict.fromkeys(str(r["arm"]) for r in rows))
+    by_arm = {arm: {int(r["train_seed"]): r for r in rows if r["arm"] == arm} for arm in arms}
+    base = by_arm.get(reference, {})
+    out = []
+    for metric in metrics:
+        for arm in arms:
+            mine = by_arm[arm]
+            mean, low, high = interval(
+                [float(r[metric]) for r in mine.values() if r.get(metric) not in (None, "")]
+            )
+            row: dict[str, float | str | int] = {
+                "metric": metric, "arm": arm, "seeds": len(mine), "mean": mean, "ci95_low": low,
+                "ci95_high": high, "reference": reference,
+            }  # fmt: skip
+            if arm != reference:
+                paired = sorted(set(mine) & set(base))
+                differences = [float(mine[s][metric]) - float(base[s][metric]) for s in paired]
+                difference, low, high = interval(differences)
+                row.update(
+                    paired_seeds=len(paired), difference_mean=difference, difference_ci95_low=low,
+                    difference_ci95_high=high,
+                )  # fmt: skip
+            out.append(row)
+    return out
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise", restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
+    from mirror.evaluation.plots import plt, save_figure
+
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    arms = list(dict.fromkeys(r["arm"] for r in summary))
+    width = 0.8 / max(len(arms), 1)
+    x = np.arange(len(metrics))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * len(metrics) * len(arms) + 2), 4.5))
+    for i, arm in enumerate(arms):
+        mine = {r["metric"]: r for r in summary if r["arm"] == arm}
+        means = np.array([100 * float(mine[m]["mean"]) for m in metrics])
+        low = np.array([100 * float(mine[m]["ci95_low"]) for m in metrics])
+        high = np.array([100 * float(mine[m]["ci95_high"]) for m in metrics])
+        errors = np.nan_to_num(np.vstack([means - low, high - means]))
+        seeds = max(int(r["seeds"]) for r in mine.values())
+        offset = (i - (len(arms) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=errors, capsize=2, label=f"{arm} ({seeds} seeds)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(metrics, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("% (mean, 95% interval across training seeds)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, required=True, help="training config of both arms")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (both arms, same split)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the runs: <arm>_seed<s>/")
+    parser.add_argument("--results", type=Path, default=Path("docs/results"), help="folder of the CSVs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument(
+        "--arm", dest="arms", action="append", metavar="NAME:KEY=VALUE,...",
+        help="an arm and its training overrides; repeatable (default: mirror: and baseline:align_weight=0)",
+    )  # fmt: skip
+    parser.add_argument("--reference", default="baseline", help="the arm every other is compared with")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="file stem of the CSVs and the plot")
+    parser.add_argument("--steps", type=int, help="training steps of every run (default: the config's)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="training config override for both arms (as train_joint --set); repeatable",
+    )  # fmt: skip
+    parser.add_argument("--max-steps", type=int, default=MAX_KEYFRAMES, help="keyframes per rollout")
+    parser.add_argument(
+        "--policy-text", choices=POLICY_TEXT, default="own",
+        help="ARP's text tower in both arms: its own (default: only the loss couples the models) or ViCLIP's",
+    )  # fmt: skip
+    parser.add_argument("--episodes", type=int, default=25, help="rollouts per task and evaluation seed")
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--probe-steps", type=int, default=1000, help="steps of each run's alignment probe")
+    parser.add_argument("--processes", type=int, default=1, help="simulator processes for the rollouts")
+    parser.add_argument(
+        "--rollout-alignment", action="store_true",
+        help="also Recall@1 on succeeded vs failed rollouts (paper Fig. 3; rollouts render every tick)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds repeat")
+    if args.probe_steps < 1:
+        parser.error("--probe-steps must be >= 1: the baseline's alignment is only measured after probing")
+    try:
+        args.arms = [Arm.parse(text) for text in (args.arms or DEFAULT_ARMS)]
+    except (ValueError, TrainConfigError) as err:
+        parser.error(str(err))
+    names = [a.name for a in args.arms]
+    if len(set(names)) != len(names):
+        parser.error(f"arm names repeat: {names}")
+    if args.reference not in names:
+        parser.error(f"--reference {args.reference!r} is not one of the arms {names}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    extra = [] if args.steps is None else ["--steps", str(args.steps)]
+    args.overrides.append(f"policy_text={args.policy_text}")
+    for override in args.overrides:
+        extra += ["--set", override]
+    if args.no_progress:
+        extra.append("--no-progress")
+    settings = EvaluationSettings(
+        episodes=args.episodes, eval_seeds=tuple(args.eval_seeds), processes=args.processes,
+        max_steps=args.max_steps, blind_control=True, rollout_alignment=args.rollout_alignment,
+        probe_steps=args.probe_steps, probe_data=args.data,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    try:
+        for arm in args.arms:  # a bad config or override fails before any run
+            load_train_config(args.config, [*args.overrides, *arm.overrides, f"data.root={args.data}"])
+        settings.validate()
+        rows = []
+        for seed in args.seeds:
+            for arm in args.arms:
+                run_dir = args.out / run_name(arm.name, seed)
+                train_arm(args.config, args.data, run_dir, arm, seed, extra)
+                model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
+                policy_text = MirrorModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
+                rows.append(run_row(arm.name, seed, policy_text, model))
+                write_outputs(rows, args.results, args.name, args.reference)
+    except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+def write_outputs(rows: Sequence[dict], results: Path, name: str, reference: str) -> None:
+    """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far."""
+    extra = sorted({k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS))
+    write_csv(results / f"{name}.csv", [*RUN_COLUMNS, *extra], rows)
+    summary = summary_rows(rows, reference)
+    write_csv(results / f"{name}_summary.csv", SUMMARY_COLUMNS, summary)
+    plot_summary(summary, results / f"{name}.png", f"{name} (paired against {reference})")
+    log.info("wrote %s (%d runs)", results / f"{name}.csv", len(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
