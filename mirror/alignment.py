@@ -29,12 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mirror_common.errors import MirrorError
+
 PAIRINGS: tuple[str, ...] = ("episode", "instruction", "class")
 # Cosine similarity divides by the norms; a zero vector must not yield NaN.
 _NORM_EPS = 1e-12
 
 
-class PairingError(LookupError):
+class PairingError(MirrorError, LookupError):
     """An AU sample whose key has no EE sample to pair with (e.g. an instruction missing from one split)."""
 
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mirror.alignment import AlignmentConfig, MirrorAlignment
-from mirror_common.errors import CheckpointError
+from mirror_common.errors import CheckpointError, MirrorError
 from mirror_common.serialization import JsonConfig, atomic_write, reject_unknown_fields, write_json
 from mirror_perception.configuration_viclip import ViCLIPConfig, get_config
 from mirror_perception.errors import ConfigError
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-class MirrorConfigError(ValueError):
+class MirrorConfigError(MirrorError, ValueError):
     """A joint configuration that is inconsistent (e.g. clip length differs from the ViCLIP frame count)."""
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mirror_common.errors import MirrorError
 
-class OutputDirectoryError(ValueError):
+
+class OutputDirectoryError(MirrorError, ValueError):
     """An output directory that cannot be used (a file is in the way, no permission)."""
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mirror_common.errors import CheckpointError
+from mirror_common.errors import CheckpointError, MirrorError
 
 
-class PerceptionError(Exception):
+class PerceptionError(MirrorError):
     """Base class of every error the perception package raises on purpose."""
 
 

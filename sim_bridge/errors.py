@@ -1,7 +1,9 @@
 """Typed errors of the simulator layer, so that callers can fail one episode cleanly and carry on."""
 
+from mirror_common.errors import MirrorError
 
-class SimError(Exception):
+
+class SimError(MirrorError):
     """Base class of every error the simulator raises on purpose."""
 
 
@@ -32,7 +34,7 @@ class BackendUnavailableError(SimError, ImportError):
     """A simulator backend whose software is not installed (e.g. RLBench without CoppeliaSim)."""
 
 
-class DatasetError(Exception):
+class DatasetError(MirrorError):
     """A dataset folder or file that is missing, corrupt or not in the RLBench/PerAct layout."""
 
 

@@ -497,10 +497,6 @@ CORRUPTIONS = {
         lambda p: (p / "variation_number.pkl").write_bytes(pickle.dumps("two")),
         "non-negative int",
     ),
-    "no descriptions": (
-        lambda p: (p / "variation_descriptions.pkl").write_bytes(pickle.dumps([])),
-        "non-empty list of str",
-    ),
     "missing frame": (lambda p: (p / "front_depth" / "3.png").unlink(), "front_depth has 4 images"),
     "extra frame": (
         lambda p: shutil.copy(p / "front_mask" / "0.png", p / "front_mask" / "5.png"),
@@ -578,6 +574,38 @@ def test_both_layouts_are_discovered(tmp_path: Path) -> None:
     assert is_complete_episode(upstream_episode)
     with pytest.raises(DatasetError, match="not in"):
         dataset.episodes("stack_blocks")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: (p / "variation_descriptions.pkl").write_bytes(pickle.dumps([])),
+        lambda p: (p / "variation_descriptions.pkl").write_bytes(pickle.dumps({"a": 1})),
+        lambda p: (p / "variation_descriptions.pkl").write_bytes(b"\x00not a pickle"),
+        lambda p: (p / "variation_descriptions.pkl").unlink(),
+    ],
+    ids=["empty list", "dict", "garbage", "missing"],
+)
+def test_an_episode_with_bad_descriptions_loads_without_instructions(tmp_path: Path, damage, caplog) -> None:
+    """RLBench never reads variation_descriptions.pkl: the rest of the episode stays usable."""
+    path = episode_path(tmp_path, index=0)
+    write_episode(path, make_episode(length=2), DESCRIPTIONS, 0)
+    damage(path)
+    dataset = RLBenchDataset(tmp_path)
+    assert len(dataset) == 1 and dataset.skipped == [] and dataset[0].descriptions == ()
+    assert "kept without instructions" in caplog.text
+    episode = load_episode(path)
+    assert episode.descriptions == [] and len(episode.observations) == 2
+
+
+def test_a_root_whose_episodes_were_all_skipped_says_how_many_and_why(tmp_path: Path) -> None:
+    for index in (0, 1):
+        write_episode(episode_path(tmp_path, index=index), make_episode(length=2), DESCRIPTIONS, 0)
+        (episode_path(tmp_path, index=index) / "variation_number.pkl").unlink()
+    with pytest.raises(
+        DatasetError, match=r"all 2 episode folder\(s\) .* skipped; first reasons: episode0: "
+    ):
+        RLBenchDataset(tmp_path)
 
 
 def test_discovery_skips_incomplete_episodes_with_a_reason(tmp_path: Path) -> None:
@@ -685,3 +713,18 @@ def test_bad_calibration_is_refused_naming_the_key(changes: dict, message: str) 
     del misc["front_camera_far"]
     with pytest.raises(ValueError, match="ep0: frame 3 misc has no 'front_camera_far'"):
         calibration_from_misc(misc, "front", ValueError, "ep0: frame 3")
+
+
+def test_inspect_dataset_reports_an_unsafe_pickle_in_one_line_and_exit_code_2(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from sim_bridge.scripts.inspect_dataset import main
+
+    path = episode_path(tmp_path, index=0)
+    write_episode(path, make_episode(length=2), DESCRIPTIONS, 0)
+    (path / "low_dim_obs.pkl").write_bytes(b"cos\nsystem\n(S'touch /tmp/mirror_pwned_inspect'\ntR.")
+    monkeypatch.setattr(sys, "argv", ["inspect_dataset"])
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inspect_dataset: error: ") and "os.system" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and not Path("/tmp/mirror_pwned_inspect").exists()

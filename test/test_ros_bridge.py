@@ -32,8 +32,9 @@ from sim_bridge.errors import BackendUnavailableError  # noqa: E402
 from sim_bridge.ros.errors import BridgeBusyError  # noqa: E402
 from sim_bridge.ros.messages import action_to_message, status_from_message  # noqa: E402
 from sim_bridge.ros.observation_sync import CameraSet, CameraSetSynchronizer, subscribe_camera_sets  # noqa: E402
-from sim_bridge.ros.status import EpisodeStatus  # noqa: E402
+from sim_bridge.ros.status import ActionRejection, EpisodeStatus  # noqa: E402
 from sim_bridge.ros.topics import (  # noqa: E402
+    ACTION_REJECTED_TOPIC,
     EPISODE_STATUS_TOPIC,
     INSTRUCTION_TOPIC,
     KEYFRAME_ACTION_TOPIC,
@@ -105,6 +106,13 @@ class Client(SpinningClient):
         )
         self.node.create_subscription(
             String, INSTRUCTION_TOPIC, lambda m: self.instructions.append(m.data), latched_qos()
+        )
+        self.rejections: list[ActionRejection] = []
+        self.node.create_subscription(
+            String,
+            ACTION_REJECTED_TOPIC,
+            lambda m: self.rejections.append(ActionRejection.from_json(m.data)),
+            command_qos(),
         )
         self.actions = self.node.create_publisher(
             type(action_to_message(UNREACHABLE)), KEYFRAME_ACTION_TOPIC, command_qos()
@@ -276,7 +284,11 @@ def test_play_demo_streams_the_motion_and_ends_in_success(client):
     assert client.status.state == "demo" and client.status.busy  # the response came before the end
     busy = client.call(RESET_EPISODE_SERVICE)
     assert not busy.success and "busy" in busy.message
-    client.send_action(UNREACHABLE)  # rejected while busy, not queued
+    client.send_action(UNREACHABLE)  # rejected while busy, not queued, and the sender is told why
+    wait_for(lambda: client.rejections, 10, "the bridge's answer to the rejected action")
+    rejection = client.rejections[-1]
+    assert rejection.reason == "busy" and "playing" in rejection.message
+    assert rejection.episode == client.status.episode
     final = client.wait_final(90)
     assert final.state == "success", final.reason
     assert not final.busy and final.step == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -439,3 +440,91 @@ def test_unknown_streams_are_a_programming_error():
     with pytest.raises(ValueError, match="does not take"):
         sync.add("wrist", "depth", None)
     assert set(CAMERA_KINDS) == {"image_raw", "depth", "camera_info", "pose"}
+
+
+# -- faults: clocks and impossible frames ----------------------------------------------------------------
+
+
+def test_one_future_stamped_set_does_not_blind_the_synchroniser():
+    """Before: one set stamped 11 days ahead became the newest, and every later real set was 'late'."""
+    clock = FakeClock(T0)
+    sync = CameraSetSynchronizer(clock=clock)
+    eleven_days = 11 * 24 * 3600 * 10**9
+    assert feed(sync, set_messages(FRAMES, T0 + eleven_days)) == []
+    assert sync.stats.future == 16 and sync.stats.late == 0
+    assert (
+        "future stamp x16" in sync.describe_rejections() and "ahead of this node's clock" in sync.last_error
+    )
+    clock.ns = T0 + 10**8
+    assert [s.stamp_ns for s in feed(sync, set_messages(FRAMES, T0 + 10**8))] == [T0 + 10**8]
+
+
+def test_a_clock_jump_back_starts_the_synchroniser_over():
+    clock = FakeClock(T0 + 10 * 10**9)
+    sync = CameraSetSynchronizer(clock=clock)
+    assert len(feed(sync, set_messages(FRAMES, T0 + 10 * 10**9))) == 1
+    # a message a fraction of a second older is a late one, as before
+    late = set_messages(FRAMES, T0 + 10 * 10**9 - 10**8)[0]
+    assert sync.add(*late) is None and sync.stats.late == 1
+    # the sender's clock steps back 9 s (replayed bag, restarted simulator): its sets are taken again
+    clock.ns = T0 + 10**9
+    assert [s.stamp_ns for s in feed(sync, set_messages(FRAMES, T0 + 10**9))] == [T0 + 10**9]
+    assert sync.stats.clock_jumps == 1 and "clock jump x1" in sync.describe_rejections()
+
+
+def test_float_depth_bytes_labelled_16uc1_are_refused():
+    """32FC1 bytes sent as 16UC1 with the float's step decoded to 0.01-65 m and were acted on."""
+    clock = FakeClock(T0)
+    sync = CameraSetSynchronizer(clock=clock)
+    messages = set_messages(FRAMES, T0)
+    for cam, kind, msg in messages:
+        if (cam, kind) == ("front", "depth"):
+            msg.encoding = "16UC1"  # step stays 4 x width: two uint16 per float
+    assert feed(sync, messages) == [] and sync.stats.malformed == 1
+    assert "at least twice a row" in sync.last_error
+    # the same bytes with a consistent step decode, and the depth range gives them away
+    wrong = FRAMES["front"].depth.astype(np.float32).view(np.uint16)[:, ::2].copy()
+    messages = set_messages(FRAMES, T0 + 1)
+    for cam, kind, msg in messages:
+        if (cam, kind) == ("front", "depth"):
+            msg.encoding, msg.step = "16UC1", 2 * msg.width
+            msg.data = array.array("B", wrong.tobytes())
+    assert feed(sync, messages) == [] and "outside the camera's" in sync.last_error
+
+
+def test_rejections_log_once_per_reason_and_period(caplog):
+    from mirror_common.reasons import ReasonLog
+
+    now = [0.0]
+    reasons = ReasonLog(logging.getLogger("faults"), period=5.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="faults"):
+        for _ in range(50):
+            reasons.record("malformed", "bad encoding")
+        reasons.record("future stamp", "11 days ahead")  # a new kind shows at once despite the flood
+        now[0] = 6.0
+        reasons.record("malformed", "bad encoding again")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "rejected (malformed, 1 so far): bad encoding",
+        "rejected (future stamp, 1 so far): 11 days ahead",
+        "rejected (malformed, 51 so far): bad encoding again (+49 more since the last report)",
+    ]
+    assert reasons.count() == 52 and reasons.count("future stamp") == 1
+    now[0] = 7.5
+    assert reasons.describe() == (
+        "malformed x51, 1.5 s ago: bad encoding again; future stamp x1, 7.5 s ago: 11 days ahead"
+    )
+
+
+def test_action_rejection_json_round_trip_and_validation():
+    from sim_bridge.ros.status import ActionRejection
+
+    answer = ActionRejection("busy", "busy (playing the demo); action rejected", 3, 12.5)
+    assert ActionRejection.from_json(answer.to_json()) == answer
+    for bad, match in [
+        ('{"reason": "busy"}', "lacks"),
+        ('{"reason": 1, "message": "", "episode": 3, "stamp": 1.0}', "'reason' must be str"),
+        ('{"reason": "busy", "message": "", "episode": true, "stamp": 1.0}', "'episode' must be int"),
+    ]:
+        with pytest.raises(MessageError, match=match):
+            ActionRejection.from_json(bad)

@@ -139,7 +139,7 @@ def test_video_window_slides_and_records_the_whole_demo():
     second = 1_000_000_000
     for i in range(10):  # 0.0 .. 0.9 s, before the demo
         window.add(i * second // 10, frame + i)
-    assert not window.add(5 * second // 10, frame)  # out of order: ignored
+    assert window.add(5 * second // 10, frame).reason == "out of order"  # ignored
     demo = window.start_demo(episode=3, start_ns=7 * second // 10)
     assert demo.stamps == [7 * second // 10, 8 * second // 10, 9 * second // 10]  # seeded from the window
     for i in range(10, 30):  # 1.0 .. 2.9 s
@@ -156,6 +156,30 @@ def test_video_window_slides_and_records_the_whole_demo():
     assert finished.stamps[0] == 7 * second // 10 and finished.stamps[-1] <= 3 * second
     assert np.all(np.diff(finished.stamps) > 0)
     assert finished.clip().shape[1:] == (4, 4, 3)
+
+
+def test_video_window_refuses_future_stamps_and_starts_over_after_a_clock_jump():
+    second = 1_000_000_000
+    window = VideoWindow(window=1.0, max_future=0.5)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    now = 100 * second
+    assert window.add(now, frame, now_ns=now) is None
+    eleven_days = 11 * 24 * 3600 * second
+    future = window.add(now + eleven_days, frame + 1, now_ns=now)
+    assert (
+        future.reason == "future stamp"
+        and not future.taken
+        and "ahead of this node's clock" in future.message
+    )
+    # the injected frame never became the reference: the next real frames are taken
+    assert window.add(now + second // 10, frame + 2, now_ns=now + second // 10) is None
+    window.start_demo(episode=1, start_ns=now)
+    # the stream's clock jumps back 50 s (a replayed bag): the window starts over, the demo is dropped
+    jump = window.add(50 * second, frame + 3, now_ns=now + second)
+    assert jump.reason == "clock jump" and jump.taken
+    assert len(window) == 1 and window.demo is None
+    assert window.add(50 * second + second // 10, frame + 4) is None
+    assert len(window) == 2
 
 
 def test_episodes_are_drawn_from_the_vocabulary_with_a_seed():
@@ -555,7 +579,7 @@ def test_policy_node_refuses_a_bad_checkpoint_with_one_clear_line(ros_env, check
                f"checkpoint:={broken}"]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+    assert result.returncode == 2, output
     expected = "cannot load checkpoint" if damage == "truncated_weights" else "does not exist"
     assert re.search(rf"policy could not start: .*{expected}.*", output), output
     assert "Traceback" not in output

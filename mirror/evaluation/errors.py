@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mirror_common.errors import MirrorError
 
-class EvaluationError(Exception):
+
+class EvaluationError(MirrorError):
     """Base class of every error the evaluation raises on purpose."""
 
 

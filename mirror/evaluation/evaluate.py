@@ -39,6 +39,7 @@ from pathlib import Path
 from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror.training.run_directory import FINAL_DIR
+from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.errors import DatasetError, SimError
@@ -143,6 +144,7 @@ def default_names(checkpoints: list[Path]) -> list[str]:
     return names
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ from mirror.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror.model import MirrorModel
 from mirror.training.export import HELD_OUT_PREFIX, held_out_records
 from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR
+from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 from sim_bridge.errors import DatasetError, SimError
 
@@ -165,6 +166,7 @@ def learning_curve(
     return rows
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="learning_curve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

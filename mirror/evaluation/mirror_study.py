@@ -51,6 +51,7 @@ from mirror.model import POLICY_TEXT, MirrorModel
 from mirror.training.config import TrainConfigError, load_train_config, parse_override
 from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR
 from mirror.training.train_joint import main as train_joint
+from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.errors import DatasetError, SimError
@@ -275,6 +276,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@console_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -40,6 +40,7 @@ from mirror.training.data import (
 )
 from mirror.training.optim import MirrorOptimizers, build_viclip_optimizer
 from mirror.training.trainer import precision_autocast
+from mirror_common.cli import console_main
 from mirror_perception.demonstration import demonstration_clip_indices
 from mirror_perception.modeling_viclip import ViCLIP
 from mirror_perception.recognition import InstructionRecognizer
@@ -192,6 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@console_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -46,6 +46,7 @@ from mirror.ros.launch_config import (
     node_command,
     resolve_data_path,
 )
+from mirror_common.cli import console_main
 from mirror_common.outputs import prepare_output_directory
 
 EXIT_BAD_CONFIG = 2
@@ -215,6 +216,7 @@ def check_checkpoint(params: dict[str, dict], override: str | None) -> Path:
     return path
 
 
+@console_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = sys.stdout

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror_common.errors import MirrorError
+
 PACKAGE = "mirror_policy"
 PARAMS_FILE_NAME = "sim.yaml"
 LAUNCH_FILE_NAME = "sim.launch.py"
@@ -141,7 +143,7 @@ def default_params_file() -> Path:
 # -- parameter files and command lines ---------------------------------------------------------------------
 
 
-class ParamsFileError(ValueError):
+class ParamsFileError(MirrorError, ValueError):
     """A parameter file that is missing, is not YAML, or lacks a node's ``ros__parameters`` block."""
 
 

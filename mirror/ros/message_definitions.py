@@ -16,10 +16,12 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from mirror_common.errors import MirrorError
+
 SEPARATOR = "=" * 80
 
 
-class MessageDefinitionError(LookupError):
+class MessageDefinitionError(MirrorError, LookupError):
     """A message type whose ``.msg`` file (or one of its dependencies') is not installed."""
 
 

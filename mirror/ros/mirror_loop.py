@@ -57,6 +57,8 @@ from mirror.ros.topics import (
     events_qos,
     latched_history_qos,
 )
+from mirror_common.cli import console_main
+from mirror_common.errors import MirrorError
 from mirror_common.outputs import prepare_output_directory
 from mirror_common.ros.node_runtime import configure_logging, install_stop_handlers
 from mirror_common.ros.qos import latched_qos
@@ -96,7 +98,7 @@ class LoopInterruptedError(Exception):
     """SIGINT/SIGTERM arrived while the loop was waiting."""
 
 
-class LoopError(RuntimeError):
+class LoopError(MirrorError, RuntimeError):
     """The stack did not do what the loop asked (a timeout or a rejected request); the message says what."""
 
 
@@ -515,6 +517,7 @@ class MirrorLoop:
             self.say(line)
 
 
+@console_main
 def main(args: list[str] | None = None) -> int:
     """Console entry point (see the module docstring for the exit codes)."""
     configure_logging()

@@ -20,6 +20,7 @@ Frames of the wrong size or encoding are logged at a limited rate and dropped.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -33,6 +34,8 @@ from std_msgs.msg import String
 from mirror.ros.agent_loading import load_agent
 from mirror.ros.parameters import PERCEPTION_PARAMETERS
 from mirror.ros.topics import PARAM_CHECKPOINT, PARAM_DEVICE, PARAM_THREADS
+from mirror_common.cli import console_main
+from mirror_common.reasons import ReasonLog
 from mirror_common.ros.node_runtime import NodeStartupError, run_node
 from mirror_common.ros.qos import keep_last_qos, latched_qos
 from mirror_perception.demonstration import Frames
@@ -101,7 +104,7 @@ class PerceptionNode(Node):
         except NodeStartupError:
             super().destroy_node()
             raise
-        self.rejected_frames = 0
+        self.rejections = ReasonLog(logging.getLogger("perception"), LOG_PERIOD)  # frames refused, by reason
         self._finalize_at: float | None = None  # monotonic deadline of the pending final decision
 
         # Publisher last: its appearance on the graph tells clients the model is loaded.
@@ -133,13 +136,11 @@ class PerceptionNode(Node):
         try:
             rgb = image_to_rgb(msg, self.image_shape)
         except MessageError as err:
-            self.rejected_frames += 1
-            self.get_logger().warning(
-                f"dropping {self.camera} frame ({self.rejected_frames} so far): {err}",
-                throttle_duration_sec=LOG_PERIOD,
-            )
+            self.rejections.record("malformed", f"{self.camera} frame: {err}")
             return
-        self.window.add(stamp_to_ns(msg.header.stamp), rgb)
+        note = self.window.add(stamp_to_ns(msg.header.stamp), rgb, self.get_clock().now().nanoseconds)
+        if note is not None:
+            self.rejections.record(note.reason, f"{self.camera} frame: {note.message}")
 
     def _on_status(self, msg: String) -> None:
         status = read_status(self, msg, LOG_PERIOD)
@@ -219,6 +220,7 @@ class PerceptionNode(Node):
         )
 
 
+@console_main
 def main(args: list[str] | None = None) -> int:
     return run_node(PerceptionNode, PERCEPTION_NODE_NAME, args)
 

@@ -42,6 +42,7 @@ from mirror.ros.topics import (
     STANDBY_INSTRUCTION,
     events_qos,
 )
+from mirror_common.cli import console_main
 from mirror_common.ros.node_runtime import NodeStartupError, run_node
 from mirror_common.ros.qos import command_qos, latched_qos
 from sim_bridge.actions import MAX_KEYFRAMES
@@ -222,8 +223,9 @@ class PolicyNode(Node):
             stats = self.sync.stats
             self.get_logger().warning(
                 f"no usable camera set for {waited:.1f} s while an action is due; missing: "
-                f"{self.sync.describe_missing()}; last error: {self.sync.last_error or 'none'}; sets "
-                f"completed {stats.completed}, stale {stats.stale}, malformed messages {stats.malformed}",
+                f"{self.sync.describe_missing()}; latest rejections: {self.sync.describe_rejections()}; sets "
+                f"completed {stats.completed}, stale {stats.stale}, malformed messages {stats.malformed}, "
+                f"future-stamped {stats.future}, clock jumps {stats.clock_jumps}",
                 throttle_duration_sec=LOG_PERIOD,
             )
 
@@ -246,6 +248,7 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+@console_main
 def main(args: list[str] | None = None) -> int:
     return run_node(PolicyNode, POLICY_NODE_NAME, args)
 

@@ -20,6 +20,7 @@ import yaml
 
 from mirror.alignment import PAIRINGS, AlignmentConfig
 from mirror.model import MirrorConfig
+from mirror_common.errors import MirrorError
 from mirror_common.serialization import JsonConfig
 from mirror_perception.configuration_viclip import get_config
 from mirror_perception.errors import ConfigError
@@ -27,7 +28,7 @@ from mirror_policy.arp.configuration import ARPConfigError, named_config
 from sim_bridge.cameras import CAMERA_NAMES
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(MirrorError, ValueError):
     """A training configuration file, override or value that is malformed or inconsistent."""
 
 

@@ -147,16 +147,22 @@ def scan_episodes(
     if missing:
         raise TrainingDataError(f"tasks {missing} are not in {root}; it has {dataset.tasks}")
     entries: list[EpisodeEntry] = []
+    skipped: list[str] = []
+
+    def skip(record: EpisodeRecord, reason: str) -> None:
+        log.warning("skipping %s: %s", record.path, reason)
+        skipped.append(f"{record.task}/{record.path.name}: {reason}")
+
     for record in dataset.records:
         if tasks and record.task not in tasks:
             continue
         if not record.descriptions:
-            log.warning("skipping %s: it has no variation descriptions", record.path)
+            skip(record, "it has no instructions (variation_descriptions.pkl missing or malformed)")
             continue
         episode = load_episode(record, cameras=[])
         keyframes = tuple(discover_keyframes(episode.observations))
         if not keyframes:
-            log.warning("skipping %s: no keyframes (%d frames)", record.path, len(episode.observations))
+            skip(record, f"no keyframes ({len(episode.observations)} frames)")
             continue
         observations = episode.observations
         entries.append(
@@ -172,7 +178,9 @@ def scan_episodes(
         )
     if not entries:
         raise TrainingDataError(
-            f"no usable episodes under {root}" + (f" for tasks {list(tasks)}" if tasks else "")
+            f"no usable episodes under {root}"
+            + (f" for tasks {list(tasks)}" if tasks else "")
+            + (f": {len(skipped)} skipped, first: {'; '.join(skipped[:3])}" if skipped else "")
         )
     return entries
 

@@ -25,6 +25,7 @@ from mirror.evaluation.errors import CheckpointNotFoundError
 from mirror.evaluation.model_source import resolve_checkpoint, run_directory
 from mirror.model import MirrorModel
 from mirror.training.run_directory import SPLIT_NAME
+from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 
 log = logging.getLogger("export_checkpoint")
@@ -100,6 +101,7 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str |
     return out
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="export_checkpoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -27,6 +27,7 @@ from mirror.training.config import TrainConfigError, load_train_config  # noqa: 
 from mirror.training.distributed import setup_distributed, teardown  # noqa: E402
 from mirror.training.run_directory import latest_checkpoint, run_dir_of  # noqa: E402
 from mirror.training.trainer import MirrorTrainer  # noqa: E402
+from mirror_common.cli import console_main
 from mirror_perception.errors import PerceptionError  # noqa: E402
 from mirror_policy.arp.preprocessing import PolicyInputError  # noqa: E402
 from sim_bridge.errors import DatasetError  # noqa: E402
@@ -94,6 +95,7 @@ def resolve_config(args: argparse.Namespace):
     return config
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

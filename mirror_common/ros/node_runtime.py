@@ -22,12 +22,15 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+from mirror_common.cli import EXIT_USAGE
+from mirror_common.errors import MirrorError
+
 log = logging.getLogger(__name__)
 
-EXIT_STARTUP_FAILED = 1
+EXIT_STARTUP_FAILED = EXIT_USAGE  # a setting to fix, like every console script's bad input
 
 
-class NodeStartupError(RuntimeError):
+class NodeStartupError(MirrorError, RuntimeError):
     """A node cannot start: its message says what to fix."""
 
 

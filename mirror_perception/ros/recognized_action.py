@@ -6,10 +6,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from mirror_common.errors import MirrorError
 from mirror_common.serialization import parse_message
 
 
-class RecognitionMessageError(ValueError):
+class RecognitionMessageError(MirrorError, ValueError):
     """A ``recognized_action`` message that is not the documented JSON object."""
 
 

@@ -11,16 +11,31 @@ ticks are not evenly spaced in time). A recording longer than ``max_demo_frames`
 from then on every second one), so it stays uniformly sampled in bounded memory; its clip may then sit up to
 half a stride away from the stored demo's (the default 1200 frames is 60 s at 20 Hz, several times the
 longest scripted demo).
+
+Stamps are judged against the node's clock: a frame stamped more than ``max_future`` seconds ahead of it is
+refused, so a frame from a wrong clock never becomes the newest frame that every real one is compared with; a
+frame more than the window older than the newest one means the stream's clock jumped back (a replayed bag, a
+restarted simulator), and the window starts over from it, dropping a demonstration being recorded (its
+frames straddle the jump).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 _NS = 1_000_000_000
+
+
+class FrameNote(NamedTuple):
+    """Why :meth:`VideoWindow.add` refused a frame, or what it did unusually (``taken``)."""
+
+    reason: str  # "future stamp", "out of order" or "clock jump"
+    message: str
+    taken: bool
 
 
 @dataclass
@@ -57,29 +72,43 @@ class DemoRecording:
 class VideoWindow:
     """Sliding window + demonstration recorder (see the module docstring)."""
 
-    def __init__(self, window: float, max_demo_frames: int = 1200) -> None:
+    def __init__(self, window: float, max_demo_frames: int = 1200, max_future: float = 1.0) -> None:
         if not window > 0:
             raise ValueError(f"window must be positive seconds, got {window}")
         if max_demo_frames < 2:
             raise ValueError(f"max_demo_frames must be >= 2, got {max_demo_frames}")
+        if not max_future >= 0:
+            raise ValueError(f"max_future must be >= 0 seconds, got {max_future}")
         self.window_ns = int(window * _NS)
         self.max_demo_frames = max_demo_frames
+        self.max_future_ns = int(max_future * _NS)
         self._frames: deque[tuple[int, np.ndarray]] = deque()
         self.demo: DemoRecording | None = None
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, stamp_ns: int, rgb: np.ndarray) -> bool:
-        """Add one frame; False (ignored) if it is not newer than the newest frame."""
+    def add(self, stamp_ns: int, rgb: np.ndarray, now_ns: int | None = None) -> FrameNote | None:
+        """Add one frame; None when it is taken as usual, else a :class:`FrameNote` (see the module docstring
+        on stamps). ``now_ns``: the node's clock (None skips the future check, for recorded streams)."""
+        if now_ns is not None and stamp_ns - now_ns > self.max_future_ns:
+            ahead = (stamp_ns - now_ns) / _NS
+            return FrameNote("future stamp", f"stamped {ahead:.3f} s ahead of this node's clock", False)
         if self._frames and stamp_ns <= self._frames[-1][0]:
-            return False
+            newest = self._frames[-1][0]
+            if newest - stamp_ns <= self.window_ns:
+                return FrameNote("out of order", "not newer than the newest frame (duplicate?)", False)
+            self._frames.clear()
+            self.demo = None
+            self._frames.append((stamp_ns, rgb))
+            back = (newest - stamp_ns) / _NS
+            return FrameNote("clock jump", f"stamps jumped {back:.3f} s back: the window starts over", True)
         self._frames.append((stamp_ns, rgb))
         while self._frames and self._frames[0][0] < stamp_ns - self.window_ns:
             self._frames.popleft()
         if self.demo is not None and self.demo.accepts(stamp_ns):
             self.demo.add(stamp_ns, rgb)
-        return True
+        return None
 
     def start_demo(self, episode: int, start_ns: int) -> DemoRecording:
         """Begin recording a demonstration, seeded with window frames stamped at or after ``start_ns``."""

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from mirror_common.errors import MirrorError
 from mirror_common.serialization import JsonConfig, reject_unknown_fields
 from sim_bridge.cameras import CAMERA_NAMES
 
@@ -38,7 +39,7 @@ TRAINING_ONLY_FIELDS: frozenset[str] = frozenset(
 )
 
 
-class ARPConfigError(ValueError):
+class ARPConfigError(MirrorError, ValueError):
     """An ARP configuration that is inconsistent or names an unknown option."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mirror_common.errors import MirrorError
 from mirror_policy.arp.configuration import ARPConfig
 from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.observation import CameraFrame, Observation
@@ -28,7 +29,7 @@ from sim_bridge.observation import CameraFrame, Observation
 FINGER_MAX = 0.04  # Panda finger joint range, metres
 
 
-class PolicyInputError(ValueError):
+class PolicyInputError(MirrorError, ValueError):
     """An observation or batch that the ARP policy cannot use (missing camera, wrong size, bad shape)."""
 
 

@@ -99,12 +99,14 @@ def describe_episode(path: Path) -> EpisodeRecord:
     task = variation_dir.parent.name
     if (path / VARIATION_NUMBER).is_file():
         variation = load_variation_number(path / VARIATION_NUMBER)
-        descriptions = load_descriptions(path / VARIATION_DESCRIPTIONS)
+        descriptions = _descriptions_or_none(path / VARIATION_DESCRIPTIONS)
         layout = PERACT_LAYOUT
     elif (upstream_variation := variation_number_from_name(variation_dir.name)) is not None:
         variation = upstream_variation
         local = path / VARIATION_DESCRIPTIONS
-        descriptions = load_descriptions(local if local.is_file() else variation_dir / VARIATION_DESCRIPTIONS)
+        descriptions = _descriptions_or_none(
+            local if local.is_file() else variation_dir / VARIATION_DESCRIPTIONS
+        )
         layout = UPSTREAM_LAYOUT
     else:
         raise DatasetError(
@@ -112,6 +114,17 @@ def describe_episode(path: Path) -> EpisodeRecord:
             "is unknown"
         )
     return EpisodeRecord(task, variation, tuple(descriptions), path, _count_frames(path), index, layout)
+
+
+def _descriptions_or_none(path: Path) -> list[str]:
+    """The episode's instructions, or none (with a warning) when the file is missing or malformed: RLBench
+    never reads it, so the rest of the episode stays usable; whoever needs instructions (training) skips
+    the episode and says why."""
+    try:
+        return load_descriptions(path)
+    except DatasetError as exc:
+        log.warning("%s; the episode is kept without instructions", exc)
+        return []
 
 
 def _count_frames(path: Path) -> int:
@@ -124,9 +137,10 @@ def _count_frames(path: Path) -> int:
 
 class RLBenchDataset:
     """All episodes under ``root`` (a split folder holding ``<task>/...``), sorted by task, variation
-    folder and episode number. Episodes with missing files or unreadable variation pickles are skipped
-    with a warning and listed in ``skipped``; a missing root or one without any episode is a
-    :class:`DatasetError`."""
+    folder and episode number. Episodes with missing files or an unreadable variation number are skipped
+    with a warning and listed in ``skipped`` (missing or malformed descriptions only leave the episode
+    without instructions); a missing root, or one without any usable episode, is a :class:`DatasetError`
+    that says how many were skipped and why."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -134,6 +148,11 @@ class RLBenchDataset:
             raise DatasetError(f"dataset root {self.root} does not exist or is not a folder")
         self.skipped: list[tuple[Path, str]] = []
         self.records: list[EpisodeRecord] = [r for d in self._episode_dirs() if (r := self._record(d))]
+        if self.skipped and not self.records:
+            raise DatasetError(
+                f"all {len(self.skipped)} episode folder(s) under {self.root} were skipped; first reasons: "
+                + "; ".join(f"{path.name}: {reason}" for path, reason in self.skipped[:3])
+            )
         if not self.records:
             raise DatasetError(
                 f"no episodes under {self.root}: expected <task>/{ALL_VARIATIONS_FOLDER}/{EPISODES_FOLDER}/"

@@ -16,6 +16,7 @@ rlbench) and ``reset_on_start`` are read at start-up. Invalid values are rejecte
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from typing import Any
@@ -27,6 +28,8 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from mirror_common.cli import console_main
+from mirror_common.reasons import ReasonLog
 from mirror_common.ros.node_runtime import run_node
 from mirror_common.ros.qos import command_qos, latched_qos
 from sim_bridge.errors import SimError
@@ -35,8 +38,9 @@ from sim_bridge.ros.camera_publisher import CameraSetPublisher
 from sim_bridge.ros.episode import BACKENDS, MAX_SEED, NEXT_SEED, make_backend, validate_episode_request
 from sim_bridge.ros.errors import BridgeBusyError, MessageError
 from sim_bridge.ros.messages import action_vector_from_message, seconds, status_to_message
-from sim_bridge.ros.status import EpisodeStatus
+from sim_bridge.ros.status import ActionRejection, EpisodeStatus
 from sim_bridge.ros.topics import (
+    ACTION_REJECTED_TOPIC,
     EPISODE_STATUS_TOPIC,
     INSTRUCTION_TOPIC,
     KEYFRAME_ACTION_TOPIC,
@@ -57,6 +61,9 @@ PARAM_RESET_ON_START = "reset_on_start"
 PARAM_IDLE_RERENDER = "idle_rerender"
 RESET_TIMEOUT = 120.0  # s a reset_episode call waits for the backend (CoppeliaSim loads scenes slowly)
 DEMO_START_TIMEOUT = 30.0
+REJECTION_LOG_PERIOD = (
+    5.0  # s between log lines of one rejection reason (every rejection is answered on a topic)
+)
 
 
 def _descriptor(description: str, **extra: Any) -> ParameterDescriptor:
@@ -137,6 +144,8 @@ class SimBridgeNode(Node):
         self._cameras = CameraSetPublisher(self)
         self._status_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, latched_qos())
         self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, latched_qos())
+        self._rejection_pub = self.create_publisher(String, ACTION_REJECTED_TOPIC, command_qos())
+        self._rejections = ReasonLog(logging.getLogger(NODE_NAME), REJECTION_LOG_PERIOD)
         self._instruction: str | None = None
         self._status_lock = threading.Lock()
         config = WorkerConfig(
@@ -232,7 +241,11 @@ class SimBridgeNode(Node):
         try:
             self._worker.submit_action(vector)
         except (BridgeBusyError, RuntimeError) as err:
-            self.get_logger().warning(f"keyframe_action rejected: {err}")
+            reason = "busy" if isinstance(err, BridgeBusyError) else "bridge stopping"
+            self._rejections.record(reason, f"keyframe_action: {err}")
+            now = self.get_clock().now().nanoseconds * 1e-9
+            answer = ActionRejection(reason, str(err), self.status.episode, now)
+            self._rejection_pub.publish(String(data=answer.to_json()))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.reset_episode()
@@ -275,6 +288,7 @@ class SimBridgeNode(Node):
             self._status_pub.publish(status_to_message(status))
 
 
+@console_main
 def main(args: list[str] | None = None) -> int:
     """Console entry point: run the bridge until SIGINT/SIGTERM, then stop the worker and shut down."""
     return run_node(

@@ -138,6 +138,11 @@ def _image_rows(msg: Image, bytes_per_pixel: int, shape: tuple[int, int] | None)
         raise MessageError(
             f"{msg.encoding} image step {step} is shorter than a row ({w} x {bytes_per_pixel} B)"
         )
+    if step - row >= row:  # ROS allows row padding, never as wide as the row itself
+        raise MessageError(
+            f"{msg.encoding} image step {step} is at least twice a row ({w} x {bytes_per_pixel} B): the "
+            "bytes do not match the encoding"
+        )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * h:
         raise MessageError(

@@ -10,6 +10,14 @@ has moved on); at most ``queue_size`` incomplete sets are kept; a set older than
 completes is rejected as stale; malformed messages are counted and skipped, never raised. Every drop is
 counted in :class:`SyncStats`.
 
+Stamps are judged against the synchroniser's clock (the node's, so simulated time works too): a message
+stamped more than ``max_future`` ahead of it is rejected, so one wrong-clock message can never become the
+newest set and make every later real one look late; a message more than ``jump_back`` seconds older than the
+newest set is a clock jump back (a replayed bag, a restarted simulator, an NTP step), and the synchroniser
+starts over from it instead of calling the rest of the stream late. Depth must lie within the camera's
+near/far planes (with ``depth_tolerance``): 32-bit float bytes labelled 16UC1 decode to tens of metres and are
+refused. Each rejection is counted and logged per reason (:class:`mirror_common.reasons.ReasonLog`).
+
 Output frames follow RLBench conventions (negative-f intrinsics, RLBench extrinsics, metric depth), so they
 drop into :class:`sim_bridge.observation.Observation`. Invalid depth pixels (NaN, inf, <= 0 on the wire) are
 NaN: the point cloud holds NaN points there and any bounds crop removes them. Masks are not streamed; frames
@@ -26,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mirror_common.reasons import ReasonLog
 from sim_bridge.cameras import CAMERA_NAMES, IMAGE_SIZE, RLBENCH_CAMERAS
 from sim_bridge.observation import CameraFrame
 from sim_bridge.ros.errors import MessageError
@@ -57,6 +66,9 @@ class SyncConfig:
     queue_size: int = 8  # incomplete sets kept while waiting for their last message
     max_age: float = 0.5  # seconds; a set older than this when it completes is rejected
     with_joint_states: bool = False  # also require joint_states with the set's stamp
+    max_future: float = 1.0  # seconds a stamp may be ahead of the clock (transport, clock skew)
+    jump_back: float = 2.0  # seconds older than the newest set that mean the stream's clock jumped back
+    depth_tolerance: float = 0.05  # metres beyond the camera's near/far still accepted
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.cameras if c not in CAMERA_NAMES]
@@ -66,6 +78,8 @@ class SyncConfig:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if not self.max_age > 0:
             raise ValueError(f"max_age must be positive, got {self.max_age}")
+        if not (self.max_future >= 0 and self.jump_back > 0 and self.depth_tolerance >= 0):
+            raise ValueError("max_future and depth_tolerance must be >= 0 and jump_back positive")
 
 
 @dataclass
@@ -75,6 +89,8 @@ class SyncStats:
     stale: int = 0  # complete, but older than max_age
     malformed: int = 0  # messages (or sets with inconsistent sizes) that could not be converted
     late: int = 0  # messages for a set already delivered or dropped
+    future: int = 0  # messages stamped more than max_future ahead of the clock
+    clock_jumps: int = 0  # times the stream's clock jumped back and the synchroniser started over
 
     @property
     def dropped(self) -> int:
@@ -115,7 +131,7 @@ class CameraSetSynchronizer:
         self.clock: Callable[[], int] = clock or time.time_ns
         self.stats = SyncStats()
         self.latest: CameraSet | None = None
-        self.last_error = ""
+        self.rejections = ReasonLog(log)
         self._pending: dict[int, _Pending] = {}
         self._newest_done = -1  # stamp of the newest set delivered or dropped
         self._required = {(c, k) for c in self.config.cameras for k in CAMERA_KINDS}
@@ -130,9 +146,20 @@ class CameraSetSynchronizer:
         if key not in self._required:
             raise ValueError(f"this synchroniser does not take {camera}/{kind}")
         stamp = stamp_to_ns(msg.header.stamp)
-        if stamp <= self._newest_done:
-            self.stats.late += 1
+        ahead = stamp - self.clock()
+        if ahead > self.config.max_future * 1e9:
+            self.stats.future += 1
+            self.rejections.record(
+                "future stamp",
+                f"{camera or 'joint_states'}/{kind} stamped {ahead * 1e-9:.3f} s ahead of this node's clock "
+                f"(more than {self.config.max_future:g} s)",
+            )
             return None
+        if stamp <= self._newest_done:
+            if self._newest_done - stamp <= self.config.jump_back * 1e9:
+                self.stats.late += 1
+                return None
+            self._start_over(stamp)
         try:
             value = self._convert(kind, msg)
         except MessageError as err:
@@ -160,7 +187,26 @@ class CameraSetSynchronizer:
     def add_pose(self, camera: str, msg: Any) -> CameraSet | None:
         return self.add(camera, POSE_KIND, msg)
 
+    def _start_over(self, stamp: int) -> None:
+        back = (self._newest_done - stamp) * 1e-9
+        self.stats.clock_jumps += 1
+        self.rejections.record(
+            "clock jump", f"stamps jumped {back:.3f} s back; dropped {len(self._pending)} pending set(s)"
+        )
+        self.stats.dropped_incomplete += len(self._pending)
+        self._pending.clear()
+        self._newest_done = -1
+
     # -- reporting -----------------------------------------------------------------------------------------
+    @property
+    def last_error(self) -> str:
+        """The newest rejection's message ("" if none); :meth:`describe_rejections` gives each reason's."""
+        return self.rejections.last_message
+
+    def describe_rejections(self) -> str:
+        """The latest rejection of each recent reason with its age (for watchdog lines)."""
+        return self.rejections.describe()
+
     def missing_cameras(self) -> dict[str, list[str]]:
         """Streams missing from the newest incomplete set ({camera: [kinds]}; joint_states under "").
 
@@ -220,7 +266,7 @@ class CameraSetSynchronizer:
         now = self.clock()
         if now - stamp > self.config.max_age * 1e9:
             self.stats.stale += 1
-            self.last_error = f"set at {stamp * 1e-9:.3f} is {(now - stamp) * 1e-9:.3f} s old"
+            self.rejections.record("stale", f"set at {stamp * 1e-9:.3f} is {(now - stamp) * 1e-9:.3f} s old")
             return None
         frames: dict[str, CameraFrame] = {}
         for cam in self.config.cameras:
@@ -233,6 +279,10 @@ class CameraSetSynchronizer:
                 return None
             spec = RLBENCH_CAMERAS.get(cam)
             near, far = (spec.near, spec.far) if spec is not None else (0.0, float("inf"))
+            out_of_range = self._depth_out_of_range(depth, near, far)
+            if out_of_range:
+                self._malformed(f"{cam}/depth at {stamp * 1e-9:.3f}: {out_of_range}")
+                return None
             mask = np.zeros((height, width), dtype=np.int32)
             extrinsics = pending.parts[(cam, POSE_KIND)]
             frames[cam] = CameraFrame(rgb, depth, mask, intrinsics, extrinsics, near, far)
@@ -244,12 +294,23 @@ class CameraSetSynchronizer:
             self.on_set(result)
         return result
 
+    def _depth_out_of_range(self, depth: np.ndarray, near: float, far: float) -> str:
+        """Why valid depth pixels lie outside the camera's clip planes ("" if they do not)."""
+        valid = depth[np.isfinite(depth)]
+        if not valid.size:
+            return ""
+        low, high = float(valid.min()), float(valid.max())
+        tolerance = self.config.depth_tolerance
+        if low < near - tolerance or high > far + tolerance:
+            return (
+                f"depth spans {low:.3f}-{high:.3f} m, outside the camera's {near:g}-{far:g} m "
+                "(wrong encoding or units?)"
+            )
+        return ""
+
     def _malformed(self, message: str) -> None:
         self.stats.malformed += 1
-        self.last_error = message
-        # First few in full, then every 100th, so a misconfigured publisher cannot flood the log.
-        if self.stats.malformed <= 5 or self.stats.malformed % 100 == 0:
-            log.warning("dropped malformed camera message (%d so far): %s", self.stats.malformed, message)
+        self.rejections.record("malformed", message)
 
 
 def subscribe_camera_sets(node: Any, sync: CameraSetSynchronizer, qos: Any = None) -> list[Any]:

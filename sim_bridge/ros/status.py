@@ -72,3 +72,27 @@ class EpisodeStatus:
             return cls(**values)
         except ValueError as err:
             raise MessageError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class ActionRejection:
+    """The bridge's answer on ``keyframe_action_rejected`` to an action it did not execute, so the sender
+    learns why instead of waiting: ``busy`` (it was resetting, playing a demo or executing an action) or
+    ``no episode`` (none running to act in)."""
+
+    reason: str
+    message: str
+    episode: int  # the bridge's episode count when the action arrived
+    stamp: float  # seconds (ROS time) of the rejection
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ActionRejection:
+        values = parse_message(cls, text, "action rejection", MessageError)
+        for name, expected in (("reason", str), ("message", str), ("episode", int), ("stamp", float)):
+            if not _has_type(values[name], expected):
+                raise MessageError(f"action rejection field {name!r} must be {expected.__name__}")
+        values["stamp"] = float(values["stamp"])
+        return cls(**values)

@@ -36,6 +36,7 @@ KEYFRAME_ACTION_TOPIC = "keyframe_action"  # std_msgs/Float64MultiArray, the 9-f
 TARGET_POSE_TOPIC = "target_pose"  # geometry_msgs/PoseStamped, published by the action's sender
 INSTRUCTION_TOPIC = "instruction"  # std_msgs/String, latched
 EPISODE_STATUS_TOPIC = "episode_status"  # std_msgs/String with JSON (sim_bridge.ros.status), latched
+ACTION_REJECTED_TOPIC = "keyframe_action_rejected"  # std_msgs/String with JSON (status.ActionRejection)
 
 RESET_EPISODE_SERVICE = "reset_episode"  # std_srvs/Trigger
 PLAY_DEMO_SERVICE = "play_demo"  # std_srvs/Trigger; answers once the demo has started

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mirror_common.cli import console_main
 from sim_bridge.backend import EpisodeInfo
 from sim_bridge.bullet.env import BulletBackend
 from sim_bridge.dataset import is_complete_episode, write_episode
@@ -138,6 +139,7 @@ def _parse_variations(spec: str, counts: dict[str, int]) -> dict[str, list[int]]
     return out
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -12,12 +12,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from mirror_common.cli import console_main
 from sim_bridge.dataset import RLBenchDataset, discover_keyframes, load_episode
 from sim_bridge.errors import DatasetError
 
 log = logging.getLogger("inspect_dataset")
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

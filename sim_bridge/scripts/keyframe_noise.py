@@ -30,6 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
+from mirror_common.cli import console_main
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.bullet.env import BulletBackend
 from sim_bridge.errors import InvalidActionError, PlanningError, SimError, UnknownTaskError
@@ -178,6 +179,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -15,6 +15,7 @@ import time
 
 from tqdm import tqdm
 
+from mirror_common.cli import console_main
 from sim_bridge.bullet.env import BulletBackend
 from sim_bridge.errors import SimError
 
@@ -42,6 +43,7 @@ def replay(env: BulletBackend, task: str, episodes: int, seed: int) -> tuple[int
     return successes, seconds / max(episodes, 1), failures
 
 
+@console_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
