@@ -1,30 +1,39 @@
 """Rejections counted and logged per reason, so that a flood of one kind never hides a new kind.
 
-A node that drops bad input (a malformed frame, a stamp from the future, a busy bridge) logs each *reason* the
-first time at once, then at most once per ``period`` with how many it held back; the latest message of every
-reason is kept with its time, so a watchdog can say what went wrong lately and how long ago. ROS-free: it
+A node that drops bad input (a malformed frame, a stamp from the future, a busy bridge) logs each kind of
+rejection the first time at once, then at most once per ``period`` with how many it held back. A kind is the
+reason plus the message's wording with its numbers masked, so "64x64 instead of 128x128" and "mono8 instead
+of rgb8" both show although both are "malformed". The latest message of every reason is kept with its time,
+so a watchdog can say what went wrong lately and how long ago. ROS-free: it
 writes to a :mod:`logging` logger (the nodes configure it in ROS's console style).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
 @dataclass
 class _Reason:
     count: int = 0
-    held_back: int = 0
     last_message: str = ""
     last_time: float = 0.0
+
+
+@dataclass
+class _Kind:
+    held_back: int = 0
     last_logged: float = float("-inf")
 
 
 class ReasonLog:
-    """Counts and rate-limited warnings per rejection reason (see the module docstring)."""
+    """Counts per rejection reason and rate-limited warnings per kind (see the module docstring)."""
 
     def __init__(
         self, logger: logging.Logger, period: float = 5.0, clock: Callable[[], float] = time.monotonic
@@ -35,19 +44,21 @@ class ReasonLog:
         self.period = period
         self.clock = clock
         self._reasons: dict[str, _Reason] = {}
+        self._kinds: dict[tuple[str, str], _Kind] = {}
 
     def record(self, reason: str, message: str) -> None:
-        """Count one rejection for ``reason`` and log ``message`` unless this reason logged lately."""
+        """Count one rejection for ``reason`` and log ``message`` unless its kind logged lately."""
         now = self.clock()
         entry = self._reasons.setdefault(reason, _Reason())
         entry.count += 1
         entry.last_message, entry.last_time = message, now
-        if now - entry.last_logged < self.period:
-            entry.held_back += 1
+        kind = self._kinds.setdefault((reason, _NUMBER.sub("#", message)), _Kind())
+        if now - kind.last_logged < self.period:
+            kind.held_back += 1
             return
-        more = f" (+{entry.held_back} more since the last report)" if entry.held_back else ""
+        more = f" (+{kind.held_back} more like it since the last report)" if kind.held_back else ""
         self.logger.warning("rejected (%s, %d so far): %s%s", reason, entry.count, message, more)
-        entry.last_logged, entry.held_back = now, 0
+        kind.last_logged, kind.held_back = now, 0
 
     def count(self, reason: str | None = None) -> int:
         """Rejections of ``reason``, or of every reason."""

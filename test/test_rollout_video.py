@@ -49,6 +49,7 @@ from mirror_perception.ros.recognized_action import RecognizedAction
 from sim_bridge.actions import KeyframeAction
 from sim_bridge.cameras import RLBENCH_CAMERAS, depth_to_world_points, look_at_extrinsics
 from sim_bridge.observation import CameraFrame
+from sim_bridge.ros.instructions import instruction_id
 from sim_bridge.ros.status import EpisodeStatus
 from sim_bridge.tasks import make_task
 
@@ -173,8 +174,10 @@ def test_mirror_loop_episode_video_follows_both_phases_and_ignores_other_episode
     film.start_policy(_status(6, "running", stamp=20.0), "push the maroon button")
     assert not film.on_camera(15_000_000_000, front_frame(3))
     action = [0.3, 0.1, 0.8, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
-    film.on_action(PolicyActionInfo(5, 0, "x", True, action, 10.0, 20.0, 1.0))  # the demo episode: ignored
-    film.on_action(PolicyActionInfo(6, 0, "push the maroon button", True, action, 12.0, 20.0, 21.0))
+    film.on_action(
+        PolicyActionInfo(5, 0, instruction_id("x"), True, action, 10.0, 20.0, 1.0)
+    )  # the demo episode: ignored
+    film.on_action(PolicyActionInfo(6, 0, instruction_id("push the maroon"), True, action, 12.0, 20.0, 21.0))
     assert film.video.markers == [KeyframeMarker((0.3, 0.1, 0.8), "0", gripper_open=False)]
     assert film.on_camera(21_000_000_000, front_frame(4))
     film.on_status(_status(6, "failure", 22.0, step=1, reason="planning failed: unreachable"))

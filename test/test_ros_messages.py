@@ -498,21 +498,24 @@ def test_rejections_log_once_per_reason_and_period(caplog):
     now = [0.0]
     reasons = ReasonLog(logging.getLogger("faults"), period=5.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="faults"):
-        for _ in range(50):
-            reasons.record("malformed", "bad encoding")
-        reasons.record("future stamp", "11 days ahead")  # a new kind shows at once despite the flood
+        for i in range(50):
+            reasons.record("malformed", f"image is {i}x{i}, expected 128x128")
+        reasons.record("malformed", "encoding must be rgb8, got 'mono8'")  # a new kind shows at once
+        reasons.record("future stamp", "11 days ahead")  # and so does a new reason
         now[0] = 6.0
-        reasons.record("malformed", "bad encoding again")
+        reasons.record("malformed", "image is 7x7, expected 128x128")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "rejected (malformed, 1 so far): bad encoding",
+        "rejected (malformed, 1 so far): image is 0x0, expected 128x128",
+        "rejected (malformed, 51 so far): encoding must be rgb8, got 'mono8'",
         "rejected (future stamp, 1 so far): 11 days ahead",
-        "rejected (malformed, 51 so far): bad encoding again (+49 more since the last report)",
+        "rejected (malformed, 52 so far): image is 7x7, expected 128x128"
+        " (+49 more like it since the last report)",
     ]
-    assert reasons.count() == 52 and reasons.count("future stamp") == 1
+    assert reasons.count() == 53 and reasons.count("future stamp") == 1
     now[0] = 7.5
     assert reasons.describe() == (
-        "malformed x51, 1.5 s ago: bad encoding again; future stamp x1, 7.5 s ago: 11 days ahead"
+        "malformed x52, 1.5 s ago: image is 7x7, expected 128x128; future stamp x1, 7.5 s ago: 11 days ahead"
     )
 
 
@@ -528,3 +531,16 @@ def test_action_rejection_json_round_trip_and_validation():
     ]:
         with pytest.raises(MessageError, match=match):
             ActionRejection.from_json(bad)
+
+
+def test_instructions_are_bounded_and_free_of_control_characters():
+    from sim_bridge.ros.instructions import MAX_INSTRUCTION_CHARS, check_instruction, instruction_id
+
+    assert check_instruction("  push the maroon button \n") == "push the maroon button"
+    with pytest.raises(MessageError, match="1000000 characters refused"):
+        check_instruction("x" * 1_000_000)
+    with pytest.raises(MessageError, match=r"control characters \['U\+0000'\]"):
+        check_instruction("push the\x00 maroon button")  # was silently cut at the NUL
+    assert len(check_instruction("y" * MAX_INSTRUCTION_CHARS)) == MAX_INSTRUCTION_CHARS
+    assert instruction_id("") == "" and len(instruction_id("push it")) == 12
+    assert instruction_id("push it") == instruction_id("push it") != instruction_id("push it!")

@@ -51,6 +51,7 @@ from sim_bridge.actions import KeyframeAction  # noqa: E402
 from sim_bridge.cameras import CAMERA_NAMES, RLBENCH_CAMERAS  # noqa: E402
 from sim_bridge.observation import CameraFrame  # noqa: E402
 from sim_bridge.ros.errors import MessageError  # noqa: E402
+from sim_bridge.ros.instructions import instruction_id  # noqa: E402
 from sim_bridge.ros.observation_sync import CameraSet  # noqa: E402
 from sim_bridge.ros.status import EpisodeStatus  # noqa: E402
 
@@ -211,7 +212,7 @@ def test_payloads_round_trip_and_reject_malformed_json():
     bad = json.loads(recognized.to_json()) | {"score": "high"}
     with pytest.raises(RecognitionMessageError, match="'score' must be a finite number"):
         RecognizedAction.from_json(json.dumps(bad))
-    info = PolicyActionInfo(2, 1, "push it", True, [0.1] * 9, 80.0, 95.0, 1.5)
+    info = PolicyActionInfo(2, 1, instruction_id("push it"), True, [0.1] * 9, 80.0, 95.0, 1.5)
     assert PolicyActionInfo.from_json(info.to_json()) == info
     with pytest.raises(MessageError, match="'action' must be 9 numbers"):
         PolicyActionInfo.from_json(info.to_json().replace('"action": [0.1,', '"action": ['))
@@ -445,7 +446,7 @@ class Client(SpinningClient):
 
     def command(self, text: str) -> None:
         self.instruction.publish(self._string(data=text))
-        wait_for(lambda: self.states and self.states[-1].instruction == text, 30,
+        wait_for(lambda: self.states and self.states[-1].instruction_id == instruction_id(text), 30,
                  f"the policy to acknowledge {text!r}")  # fmt: skip
 
     def wait_action(self, episode: int, timeout: float = 60.0) -> PolicyActionInfo:
@@ -476,7 +477,7 @@ def test_stack_comes_up_on_stand_by(stack, client):
         lambda: client.statuses and client.status.state == "running", 60, "the bridge's start-up episode"
     )
     state = client.states[-1]
-    assert state.instruction == "" and state.vocabulary == push_buttons_vocabulary()
+    assert state.instruction_id == "" and state.vocabulary == push_buttons_vocabulary()
     stack.wait_line(r"\[mirror_loop\] episodes: 0", 30)
     time.sleep(1.5)  # the episode runs and the arm is idle, yet with no instruction nobody acts
     assert not client.infos and not client.actions
@@ -506,12 +507,29 @@ def test_policy_acts_on_an_unknown_instruction_with_a_warning(stack, client):
     assert client.states[-1].known_instruction is False
     status = client.reset(seed=12)
     info = client.wait_action(status.episode)
-    assert (info.step, info.instruction, info.known_instruction) == (0, UNKNOWN_INSTRUCTION, False)
+    assert (info.step, info.instruction_id, info.known_instruction) == (
+        0,
+        instruction_id(UNKNOWN_INSTRUCTION),
+        False,
+    )
     assert len(info.action) == 9 and 0 < info.inference_ms < info.latency_ms
     end = client.wait_end(status.episode)
     assert end.state in ("success", "failure") and end.reason
     assert sum(i.episode == status.episode for i in client.infos) == 1  # once per step
     stack.wait_line(r"\[policy\].*'juggle three oranges' is not in the checkpoint's vocabulary", 10)
+
+
+def test_policy_refuses_a_1_mb_instruction(stack, client):
+    """A NUL cannot be tested here: rclpy cuts a string at its first NUL when it serialises it, so senders
+    check with check_instruction before publishing (test_ros_messages)."""
+    client.command(push_buttons_vocabulary()[0])
+    client.instruction.publish(client._string(data="push " * 200_000))
+    wait_for(lambda: client.states[-1].instruction_id == "", 30, "the policy to go on stand-by")
+    stack.wait_line(
+        r"\[policy\].*rejected \(instruction too long, 1 so far\): instruction of \d+ characters refused", 10
+    )
+    assert all(len(line) < 2000 for line in stack.text.splitlines())  # nothing unbounded reached the log
+    client.command(push_buttons_vocabulary()[0])  # and a valid one is followed again
 
 
 def test_policy_survives_malformed_images(stack, client):
@@ -525,9 +543,9 @@ def test_policy_survives_malformed_images(stack, client):
         client.front.publish(Image(header=header, height=128, width=128, encoding="mono8", step=128,
                                    data=bytes(128 * 128)))  # fmt: skip
         time.sleep(0.1)
-    stack.wait_line(r"\[policy\].*malformed camera message.*rgb8 image is 64x64, expected 128x128", 20)
+    stack.wait_line(r"\[policy\].*rejected \(malformed.*rgb8 image is 64x64, expected 128x128", 20)
     stack.wait_line(r"\[policy\].*colour image encoding must be rgb8 or bgr8, got 'mono8'", 20)
-    stack.wait_line(r"\[perception\].*dropping front frame.*64x64", 20)
+    stack.wait_line(r"\[perception\].*rejected \(malformed.*front frame.*64x64", 20)
     status = client.reset(seed=13)
     assert client.wait_action(status.episode).episode == status.episode  # still acting
     client.wait_end(status.episode)
@@ -546,7 +564,8 @@ def test_policy_resumes_a_running_episode_after_a_restart(stack, client, checkpo
     )
     try:
         info = client.wait_action(status.episode, timeout=180)  # latched status + instruction: it resumes
-        assert info.step == 0 and info.instruction == push_buttons_vocabulary()[1] and info.known_instruction
+        assert info.step == 0 and info.instruction_id == instruction_id(push_buttons_vocabulary()[1])
+        assert info.known_instruction
         client.wait_end(status.episode)
         assert restarted.proc.poll() is None
     finally:
@@ -643,7 +662,9 @@ def test_policy_alone_skips_missing_cameras_nan_depth_and_stale_sets_then_acts(
         stream(full, broken, 1.0)
         policy.wait_line(r"camera 'wrist': 100% of the depth pixels are invalid", 10)
         stream(full, observation, 6.0, age=2.0)  # complete, but two seconds old
-        policy.wait_line(r"no usable camera set .*is 2\.\d+ s old; sets completed \d+, stale [1-9]", 10)
+        policy.wait_line(
+            r"no usable camera set .*stale x\d+, [\d.]+ s ago: set at [\d.]+ is 2\.\d+ s old.*stale [1-9]", 10
+        )
         assert not infos
         deadline = time.monotonic() + 60
         while not infos and time.monotonic() < deadline:

@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 
 from mirror.agent import MirrorAgent
-from mirror.model import MirrorConfigError
 from mirror.ros.launch_config import data_root, resolve_data_path
+from mirror_common.errors import MirrorError
 from mirror_common.ros.node_runtime import NodeStartupError
-from mirror_perception.errors import PerceptionError
 
 
 def load_agent(checkpoint: str, device: str = "cpu", threads: int = 0) -> tuple[MirrorAgent, Path]:
@@ -32,6 +31,6 @@ def load_agent(checkpoint: str, device: str = "cpu", threads: int = 0) -> tuple[
         torch.set_num_threads(threads)
     try:
         agent = MirrorAgent.from_pretrained(path, device=device)
-    except (PerceptionError, MirrorConfigError, OSError, RuntimeError, ValueError) as err:
+    except (MirrorError, OSError, RuntimeError, ValueError) as err:
         raise NodeStartupError(f"cannot load checkpoint {path}: {err}") from err
     return agent, path

@@ -65,6 +65,7 @@ from mirror_common.ros.qos import latched_qos
 from mirror_perception.ros.recognized_action import RecognitionMessageError, RecognizedAction
 from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
 from sim_bridge.ros.errors import MessageError
+from sim_bridge.ros.instructions import InstructionError, check_instruction, instruction_id
 from sim_bridge.ros.messages import status_from_message
 from sim_bridge.ros.observation_sync import (
     CameraSet,
@@ -280,9 +281,16 @@ class MirrorLoop:
 
     def command_instruction(self, text: str) -> None:
         """Publish the policy's instruction and wait until the policy reports following it."""
+        try:
+            text = check_instruction(text)  # before publishing: rclpy would cut it at a NUL
+        except InstructionError as err:
+            raise LoopError(str(err)) from err
         self.node.instruction_pub.publish(String(data=text))
         self.spin_until(
-            lambda: self.node.policy_state is not None and self.node.policy_state.instruction == text,
+            lambda: (
+                self.node.policy_state is not None
+                and self.node.policy_state.instruction_id == instruction_id(text)
+            ),
             self.config.ack_timeout,
             f"the policy to acknowledge the instruction {text!r} on {POLICY_STATE_TOPIC}",
         )

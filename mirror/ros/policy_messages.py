@@ -1,7 +1,8 @@
 """JSON payloads of the policy node's ``policy_state`` and ``policy_actions`` topics (ROS-free).
 
 Both travel as std_msgs/String (custom interfaces need a build toolchain, DESIGN.md section 6) and are
-validated on the way in, like the bridge's episode status.
+validated on the way in, like the bridge's episode status. They name the instruction by its id
+(:func:`sim_bridge.ros.messages.instruction_id`): the text travels once, on the latched ``instruction`` topic.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class PolicyState:
     ready: bool
     checkpoint: str
     vocabulary: list[str] = field(default_factory=list)
-    instruction: str = ""  # the instruction it follows; "" = stand-by
-    known_instruction: bool = True  # whether ``instruction`` is in the vocabulary
+    instruction_id: str = ""  # id of the instruction it follows (messages.instruction_id); "" = stand-by
+    known_instruction: bool = True  # whether the instruction is in the vocabulary
     episode: int = 0
     actions: int = 0  # keyframe actions published since the node started
     stamp: float = 0.0
@@ -46,7 +47,7 @@ class PolicyState:
             isinstance(values["vocabulary"], list) and all(isinstance(s, str) for s in values["vocabulary"]),
             "policy state 'vocabulary' must be a list of strings",
         )
-        for name in ("checkpoint", "instruction"):
+        for name in ("checkpoint", "instruction_id"):
             _check(isinstance(values[name], str), f"policy state {name!r} must be a string")
         for name in ("episode", "actions"):
             _check(isinstance(values[name], int) and not isinstance(values[name], bool),
@@ -62,7 +63,9 @@ class PolicyActionInfo:
 
     episode: int
     step: int
-    instruction: str
+    instruction_id: (
+        str  # messages.instruction_id of the instruction acted on (the text is on ``instruction``)
+    )
     known_instruction: bool
     action: list[float]  # the 9-float RLBench action
     inference_ms: float  # MirrorAgent.act wall time
@@ -78,7 +81,9 @@ class PolicyActionInfo:
         for name in ("episode", "step"):
             _check(isinstance(values[name], int) and not isinstance(values[name], bool),
                    f"policy action info {name!r} must be an integer")  # fmt: skip
-        _check(isinstance(values["instruction"], str), "policy action info 'instruction' must be a string")
+        _check(
+            isinstance(values["instruction_id"], str), "policy action info 'instruction_id' must be a string"
+        )
         _check(isinstance(values["known_instruction"], bool), "'known_instruction' must be a bool")
         action = values["action"]
         _check(

@@ -19,6 +19,7 @@ Parameters: ``checkpoint`` (relative paths: see :mod:`mirror.ros.launch_config`)
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -43,10 +44,12 @@ from mirror.ros.topics import (
     events_qos,
 )
 from mirror_common.cli import console_main
+from mirror_common.reasons import ReasonLog
 from mirror_common.ros.node_runtime import NodeStartupError, run_node
 from mirror_common.ros.qos import command_qos, latched_qos
 from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.ros.errors import MessageError
+from sim_bridge.ros.instructions import InstructionError, check_instruction, instruction_id
 from sim_bridge.ros.messages import action_to_message, ns_to_stamp, read_status, target_pose_message
 from sim_bridge.ros.observation_sync import (
     CameraSet,
@@ -93,6 +96,7 @@ class PolicyNode(Node):
         self.vocabulary: tuple[str, ...] = tuple(self.agent.config.instructions)
         self.observation_timeout = float(self._param(PARAM_OBSERVATION_TIMEOUT))
         self.instruction: str | None = None  # None: nothing received yet (stand-by)
+        self.rejections = ReasonLog(logging.getLogger(POLICY_NODE_NAME), LOG_PERIOD)
         self.acting = ActingState()
         self.actions_published = 0
         self._waiting_since: float | None = None  # monotonic time acting became due
@@ -118,7 +122,11 @@ class PolicyNode(Node):
 
     # -- inputs --------------------------------------------------------------------------------------------
     def _on_instruction(self, msg: String) -> None:
-        text = msg.data.strip()
+        try:
+            text = check_instruction(msg.data)
+        except InstructionError as err:
+            self.rejections.record(f"instruction {err.kind}", f"{err}; on stand-by until a valid one arrives")
+            text = STANDBY_INSTRUCTION
         if text == self.instruction:
             return
         self.instruction = text
@@ -187,7 +195,7 @@ class PolicyNode(Node):
         info = PolicyActionInfo(
             episode=episode,
             step=step,
-            instruction=instruction,
+            instruction_id=instruction_id(instruction),
             known_instruction=instruction in self.vocabulary,
             action=[float(v) for v in action.to_vector()],
             inference_ms=inference_ms,
@@ -235,7 +243,7 @@ class PolicyNode(Node):
             ready=True,
             checkpoint=str(self.checkpoint),
             vocabulary=list(self.vocabulary),
-            instruction=instruction,
+            instruction_id=instruction_id(instruction),
             known_instruction=not instruction or instruction in self.vocabulary,
             episode=self.acting.status.episode if self.acting.status is not None else 0,
             actions=self.actions_published,

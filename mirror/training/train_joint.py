@@ -28,9 +28,7 @@ from mirror.training.distributed import setup_distributed, teardown  # noqa: E40
 from mirror.training.run_directory import latest_checkpoint, run_dir_of  # noqa: E402
 from mirror.training.trainer import MirrorTrainer  # noqa: E402
 from mirror_common.cli import console_main
-from mirror_perception.errors import PerceptionError  # noqa: E402
-from mirror_policy.arp.preprocessing import PolicyInputError  # noqa: E402
-from sim_bridge.errors import DatasetError  # noqa: E402
+from mirror_common.errors import MirrorError
 
 log = logging.getLogger("train_joint")
 
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         dist = setup_distributed(config.device)
-    except (TrainConfigError, PerceptionError, RuntimeError) as exc:
+    except (MirrorError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
     file_handler = None
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = trainer.run()
         if dist.is_main and metrics:
             log.info("final evaluation: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    except (TrainConfigError, DatasetError, PerceptionError, PolicyInputError) as exc:
+    except MirrorError as exc:  # bad data, a corrupt --init / --resume checkpoint, a bad setting
         log.error("%s", exc)
         return 2
     finally:
