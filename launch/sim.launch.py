@@ -25,6 +25,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch import LaunchDescription
 
 PACKAGE = "mirror_policy"
+RESPAWN_DELAY = 2.0  # s; = mirror.ros.launch_config.RESPAWN_DELAY (test_launch_config checks)
 
 
 def generate_launch_description():
@@ -78,6 +79,8 @@ def generate_launch_description():
             Node(
                 package=PACKAGE,
                 executable="sim_bridge_node",
+                respawn=True,
+                respawn_delay=RESPAWN_DELAY,
                 name="sim_bridge",
                 output="screen",
                 parameters=[
@@ -89,6 +92,8 @@ def generate_launch_description():
             Node(
                 package=PACKAGE,
                 executable="policy_node",
+                respawn=True,
+                respawn_delay=RESPAWN_DELAY,
                 name="policy",
                 output="screen",
                 parameters=[
@@ -99,6 +104,8 @@ def generate_launch_description():
             Node(
                 package=PACKAGE,
                 executable="perception_node",
+                respawn=True,
+                respawn_delay=RESPAWN_DELAY,
                 name="perception",
                 output="screen",
                 parameters=[

@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # Set before torch loads OpenMP: busy-waiting threads slow torch 2-5x on two shared cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Nodes and bringups started by the tests die with this process (node_runtime.follow_parent):
+# a killed test run leaves no bridge publishing in the background.
+os.environ["MIRROR_PARENT_PID"] = str(os.getpid())
 
 
 @pytest.fixture

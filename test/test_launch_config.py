@@ -57,11 +57,12 @@ def _launch_configuration(node: ast.AST) -> str:
 def parse_launch_file() -> dict:
     """Nodes, arguments and environment of the launch file, as plain data."""
     tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
-    package = next(
-        ast.literal_eval(n.value)
+    constants = {
+        n.targets[0].id: ast.literal_eval(n.value)
         for n in tree.body
-        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PACKAGE" for t in n.targets)
-    )
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id.isupper()
+    }
+    package = constants["PACKAGE"]
     arguments = {}
     for call in _calls(tree, "DeclareLaunchArgument"):
         name = ast.literal_eval(call.args[0])
@@ -88,6 +89,8 @@ def parse_launch_file() -> dict:
             "executable": ast.literal_eval(_kw(call, "executable")),
             "remappings": tuple(tuple(p) for p in ast.literal_eval(_kw(call, "remappings") or ast.List([]))),
             "shutdown_on_exit": _call_name(_kw(call, "on_exit")) == "Shutdown",
+            "respawn": _kw(call, "respawn") is not None and ast.literal_eval(_kw(call, "respawn")),
+            "respawn_delay": ast.unparse(_kw(call, "respawn_delay")) if _kw(call, "respawn_delay") else None,
         }
         parameters = _kw(call, "parameters")
         assert isinstance(parameters, ast.List)
@@ -106,6 +109,7 @@ def parse_launch_file() -> dict:
                               if ast.literal_eval(c.args[0]) == "params_file"), "default_value")  # fmt: skip
     return {
         "package": package,
+        "respawn_delay": constants["RESPAWN_DELAY"],
         "arguments": arguments,
         "environment": environment,
         "nodes": nodes,
@@ -129,10 +133,13 @@ def test_launch_file_starts_the_nodes_of_the_bringup_table(launch):
         assert node["executable"] == spec.executable
         assert node["remappings"] == spec.remappings
         assert node["shutdown_on_exit"] == spec.required, spec.name
+        assert node["respawn"] == spec.respawn, spec.name  # both restart the same nodes
+        assert node["respawn_delay"] == ("RESPAWN_DELAY" if spec.respawn else None), spec.name
         expected = {
             param: (arg, launch_config.launch_argument(arg).type.__name__) for param, arg in spec.overrides
         }
         assert node["overrides"] == expected, spec.name
+    assert launch["respawn_delay"] == launch_config.RESPAWN_DELAY
 
 
 def test_launch_arguments_match_bringup_options_and_default_to_the_yaml_values(launch):

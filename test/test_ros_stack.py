@@ -552,6 +552,22 @@ def test_policy_survives_malformed_images(stack, client):
     assert stack.proc.poll() is None
 
 
+def test_a_killed_policy_is_respawned_and_acts_again(stack, client):
+    wait_for(lambda: client.states and client.states[-1].ready, 180, "the policy to load its checkpoint")
+    killed = stack.pids()["policy"]
+    os.kill(killed, signal.SIGKILL)
+    stack.wait_line(r"\[bringup\] policy exited with code 137", 30)
+    stack.wait_line(r"\[bringup\] respawning policy in 2 s \(1/3\)", 10)
+    wait_for(lambda: stack.pids()["policy"] != killed, 30, "the policy to be started again")
+    wait_for(
+        lambda: stack.text.count("policy ready") >= 2, 180, "the respawned policy to load its checkpoint"
+    )
+    client.command(push_buttons_vocabulary()[0])  # the latched instruction may be the old one: set it
+    status = client.reset(seed=14)
+    assert client.wait_action(status.episode, timeout=120).episode == status.episode
+    client.wait_end(status.episode)
+
+
 def test_policy_resumes_a_running_episode_after_a_restart(stack, client, checkpoint, params_file):
     client.command("")  # stand-by, so the episode below waits for the restarted policy
     status = client.reset(seed=14)
@@ -710,6 +726,28 @@ def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_fil
         assert f"[bringup] {name} exited with code 0" in text
     assert not any(process_alive(p) for p in run.pids().values())
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
+def test_no_node_outlives_a_killed_or_hung_up_bringup(ros_env, checkpoint, params_file, signum):
+    """SIGKILL: the kernel stops the nodes (they follow bringup's life); SIGHUP (the terminal closed): bringup
+    stops the stack cleanly, as on Ctrl-C. Before, both left all four nodes running forever."""
+    run = Process(bringup_command(checkpoint, params_file, "--episodes", "0"), main_command_env())
+    try:
+        wait_for(lambda: len(run.pids()) == 4, 60, "the four nodes to start")
+        run.wait_line(r"\[policy\].*policy ready", 180)
+        pids = run.pids()
+        run.proc.send_signal(signum)
+        wait_for(lambda: not any(process_alive(p) for p in pids.values()), 30, "every node to exit")
+        run.proc.wait(30)
+    finally:
+        run.stop(signal.SIGKILL)
+        for pid in run.pids().values():
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    if signum == signal.SIGHUP:
+        assert run.proc.returncode == 0 and "[bringup] received SIGHUP: stopping the stack" in run.text
+        assert "[bringup] stack stopped; exit code 0" in run.text and "Traceback" not in run.text
 
 
 def test_ctrl_c_during_the_loop_exits_130_without_orphans(ros_env, checkpoint, params_file):

@@ -6,7 +6,13 @@ mirror_loop) as ``python -m <module> --ros-args -r __node:=<name> --params-file 
 each in its own process group, prefixes their output with ``[<node>]``, waits for mirror_loop to finish (with
 ``--episodes 0`` mirror_loop runs nothing and the stack stays up until Ctrl-C), then stops every child:
 SIGINT, then SIGTERM after ``--sigint-timeout`` s, then SIGKILL after ``--sigterm-timeout`` s. A second Ctrl-C
-skips the SIGINT grace period.
+skips the SIGINT grace period; SIGTERM and SIGHUP (the terminal closed) stop the stack the same way.
+
+Supervision: a node marked ``respawn`` (the bridge, the policy, the perception node) that dies while the stack
+runs (killed, crashed: any exit but 0 and 2, which mean it was stopped or cannot start) is restarted after
+``RESPAWN_DELAY`` s, doubled for each further restart, at most ``MAX_RESPAWNS`` times. Every child follows
+bringup's life (:func:`mirror_common.ros.node_runtime.follow_parent`, Linux): if bringup is killed, even with
+SIGKILL, the kernel sends each node SIGTERM, so no node outlives it.
 
 ``--videos DIR`` / ``--record DIR`` make mirror_loop write one annotated GIF / one MCAP recording per
 episode into DIR (relative to the current directory; created if needed, refused if a file is in the way).
@@ -37,7 +43,9 @@ from typing import TextIO
 from mirror.ros.launch_config import (
     DEFAULT_CHECKPOINT,
     LAUNCH_ARGUMENTS,
+    MAX_RESPAWNS,
     NODES,
+    RESPAWN_DELAY,
     NodeSpec,
     ParamsFileError,
     child_environment,
@@ -46,10 +54,13 @@ from mirror.ros.launch_config import (
     node_command,
     resolve_data_path,
 )
-from mirror_common.cli import console_main
+from mirror_common.cli import EXIT_USAGE, console_main
 from mirror_common.outputs import prepare_output_directory
+from mirror_common.ros.node_runtime import PARENT_PID_ENV, follow_parent
 
-EXIT_BAD_CONFIG = 2
+EXIT_BAD_CONFIG = EXIT_USAGE
+NO_RESPAWN_CODES = (0, EXIT_USAGE)  # stopped on purpose, or cannot start: restarting would not help
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 OUTPUT_ARGUMENTS = ("videos", "record")  # launch arguments naming output directories
 POLL_PERIOD = 0.1
 
@@ -57,9 +68,12 @@ POLL_PERIOD = 0.1
 @dataclass
 class Child:
     spec: NodeSpec
+    command: list[str]
     process: subprocess.Popen
     forwarder: threading.Thread
     reported: bool = False  # its unexpected exit was announced
+    respawns: int = 0  # restarts so far
+    respawn_at: float | None = None  # monotonic time of the pending restart
 
     @property
     def name(self) -> str:
@@ -68,7 +82,7 @@ class Child:
 
 @dataclass
 class SignalLatch:
-    """Counts SIGINT/SIGTERM so the main loop can react (the handler itself does nothing else)."""
+    """Counts SIGINT/SIGTERM/SIGHUP so the main loop can react (the handler itself does nothing else)."""
 
     count: int = 0
     last: int = 0
@@ -117,40 +131,62 @@ class Bringup:
                 self.out.flush()
         stream.close()
 
+    def _spawn(self, spec: NodeSpec, command: list[str]) -> tuple[subprocess.Popen, threading.Thread]:
+        process = subprocess.Popen(
+            command,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # own process group: a terminal's Ctrl-C reaches bringup only
+        )
+        assert process.stdout is not None
+        forwarder = threading.Thread(
+            target=self._forward, args=(spec.name, process.stdout), name=f"out-{spec.name}", daemon=True
+        )
+        forwarder.start()
+        self.say(f"started {spec.name} (pid {process.pid}): {' '.join(command[1:])}")
+        return process, forwarder
+
     def start(self) -> None:
         for spec, command in self.commands:
-            process = subprocess.Popen(
-                command,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,  # own process group: a terminal's Ctrl-C reaches bringup only
-            )
-            assert process.stdout is not None
-            forwarder = threading.Thread(
-                target=self._forward, args=(spec.name, process.stdout), name=f"out-{spec.name}", daemon=True
-            )
-            forwarder.start()
-            self.children.append(Child(spec, process, forwarder))
-            self.say(f"started {spec.name} (pid {process.pid}): {' '.join(command[1:])}")
+            process, forwarder = self._spawn(spec, command)
+            self.children.append(Child(spec, command, process, forwarder))
 
     def wait(self) -> None:
-        """Until the required node exits, every node has exited, or a signal arrives."""
+        """Until the required node exits, every node has exited for good, or a signal arrives; restarts dead
+        nodes marked ``respawn`` meanwhile."""
         while not self.signals.count:
-            alive = [c for c in self.children if c.process.poll() is None]
             for child in self.children:
                 if child.process.poll() is not None and not child.reported:
                     child.reported = True
-                    self.say(f"{child.name} exited with code {exit_code(child.process.returncode)}")
+                    code = exit_code(child.process.returncode)
+                    self.say(f"{child.name} exited with code {code}")
                     if child.spec.required:
                         return
-            if not alive:
+                    self._schedule_respawn(child, code)
+                if child.respawn_at is not None and time.monotonic() >= child.respawn_at:
+                    child.respawn_at = None
+                    child.forwarder.join(5.0)
+                    child.process, child.forwarder = self._spawn(child.spec, child.command)
+                    child.reported = False
+            if all(c.process.poll() is not None and c.respawn_at is None for c in self.children):
                 return
             time.sleep(POLL_PERIOD)
         self.say(f"received {signal.Signals(self.signals.last).name}: stopping the stack")
+
+    def _schedule_respawn(self, child: Child, code: int) -> None:
+        if not child.spec.respawn or code in NO_RESPAWN_CODES:
+            return
+        if child.respawns >= MAX_RESPAWNS:
+            self.say(f"not respawning {child.name}: it died {child.respawns + 1} times")
+            return
+        delay = RESPAWN_DELAY * 2**child.respawns
+        child.respawns += 1
+        child.respawn_at = time.monotonic() + delay
+        self.say(f"respawning {child.name} in {delay:g} s ({child.respawns}/{MAX_RESPAWNS})")
 
     def stop(self) -> None:
         """SIGINT every child's process group, then SIGTERM, then SIGKILL, each after its timeout."""
@@ -219,6 +255,7 @@ def check_checkpoint(params: dict[str, dict], override: str | None) -> Path:
 @console_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    follow_parent()  # started by a test run or a supervisor that set MIRROR_PARENT_PID: die with it
     out = sys.stdout
     params_file = (args.params_file or default_params_file()).resolve()
     arguments = {a.name: getattr(args, a.name) for a in LAUNCH_ARGUMENTS if getattr(args, a.name) is not None}
@@ -232,9 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParamsFileError, ValueError) as err:
         out.write(f"[bringup] cannot start the stack: {err}\n")
         return EXIT_BAD_CONFIG
-    env = child_environment()
+    env = child_environment() | {PARENT_PID_ENV: str(os.getpid())}  # the nodes die with bringup
     bringup = Bringup(commands, env, out, args.sigint_timeout, args.sigterm_timeout)
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, bringup.signals)
     bringup.say(
         f"parameters {params_file}, checkpoint {checkpoint}, ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}, "

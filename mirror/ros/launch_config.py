@@ -51,6 +51,7 @@ class NodeSpec:
     overrides: tuple[tuple[str, str], ...] = ()  # (parameter, launch argument)
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = False  # its exit ends the stack; bringup returns its exit code
+    respawn: bool = False  # restarted when it dies (bringup: bounded, with back-off; launch: respawn=True)
 
 
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
@@ -69,13 +70,21 @@ NODES: tuple[NodeSpec, ...] = (
         "sim_bridge.ros.bridge_node",
         overrides=(("backend", "backend"),),
         remappings=(("instruction", GROUND_TRUTH_INSTRUCTION_TOPIC),),
+        respawn=True,
     ),
-    NodeSpec("policy", "policy_node", "mirror.ros.policy_node", overrides=(("checkpoint", "checkpoint"),)),
+    NodeSpec(
+        "policy",
+        "policy_node",
+        "mirror.ros.policy_node",
+        overrides=(("checkpoint", "checkpoint"),),
+        respawn=True,
+    ),
     NodeSpec(
         "perception",
         "perception_node",
         "mirror.ros.perception_node",
         overrides=(("checkpoint", "checkpoint"),),
+        respawn=True,
     ),
     NodeSpec(
         "mirror_loop",
@@ -85,6 +94,10 @@ NODES: tuple[NodeSpec, ...] = (
         required=True,
     ),
 )
+
+
+RESPAWN_DELAY = 2.0  # s before a dead node is restarted (bringup doubles it for each further restart)
+MAX_RESPAWNS = 3  # bringup gives a node up after this many restarts
 
 
 def launch_argument(name: str) -> LaunchArgument:

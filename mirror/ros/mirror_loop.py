@@ -60,7 +60,7 @@ from mirror.ros.topics import (
 from mirror_common.cli import console_main
 from mirror_common.errors import MirrorError
 from mirror_common.outputs import prepare_output_directory
-from mirror_common.ros.node_runtime import configure_logging, install_stop_handlers
+from mirror_common.ros.node_runtime import configure_logging, follow_parent, install_stop_handlers
 from mirror_common.ros.qos import latched_qos
 from mirror_perception.ros.recognized_action import RecognitionMessageError, RecognizedAction
 from mirror_perception.ros.topics import RECOGNIZED_ACTION_TOPIC, recognition_qos
@@ -529,6 +529,7 @@ class MirrorLoop:
 def main(args: list[str] | None = None) -> int:
     """Console entry point (see the module docstring for the exit codes)."""
     configure_logging()
+    follow_parent()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = install_stop_handlers()
     out = sys.stdout

@@ -11,8 +11,11 @@ all use it without importing each other.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -27,6 +30,8 @@ from mirror_common.errors import MirrorError
 
 log = logging.getLogger(__name__)
 
+PARENT_PID_ENV = "MIRROR_PARENT_PID"  # set by whoever starts nodes and wants them gone when it dies
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 EXIT_STARTUP_FAILED = EXIT_USAGE  # a setting to fix, like every console script's bad input
 
 
@@ -37,6 +42,29 @@ class NodeStartupError(MirrorError, RuntimeError):
 def configure_logging() -> None:
     """Python logging (used by library modules, e.g. the camera-set synchroniser) in ROS's console style."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+
+
+def follow_parent() -> None:
+    """Die with the process that started this one: when ``MIRROR_PARENT_PID`` names our parent, ask the
+    kernel (Linux ``PR_SET_PDEATHSIG``) to send SIGTERM when it dies, which stops the node cleanly; exit at
+    once if it died before we asked. A killed bringup or test run then leaves no node behind. Elsewhere, or
+    without the variable (a node started by hand or by ``ros2 launch``), nothing changes."""
+    value = os.environ.get(PARENT_PID_ENV, "")
+    if not value.isdigit() or not sys.platform.startswith("linux"):
+        return
+    parent = int(value)
+    if parent == os.getpid():  # a node run inside the process that set the variable (tests)
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot follow the parent process: prctl failed (errno %d)", ctypes.get_errno())
+        return
+    if os.getppid() == parent:
+        return
+    try:
+        os.kill(parent, 0)  # still alive: we are a grandchild that inherited the variable
+    except ProcessLookupError:
+        log.error("the process that started this node (pid %d) is gone; exiting", parent)
+        raise SystemExit(1) from None
 
 
 def install_stop_handlers() -> threading.Event:
@@ -58,6 +86,7 @@ def run_node(
     ``startup_errors``: further exception types that ``make_node`` raises for a setting the user must fix.
     """
     configure_logging()
+    follow_parent()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = install_stop_handlers()
     try:
