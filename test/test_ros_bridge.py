@@ -373,3 +373,25 @@ def test_worker_owns_the_backend_rejects_while_busy_and_streams_cached_idle_sets
     finally:
         worker.shutdown()
     assert not worker._thread.is_alive()
+
+
+def test_a_running_episode_without_actions_fails_after_the_action_timeout():
+    """A dead policy used to leave the episode 'running' forever."""
+    from sim_bridge.bullet.env import BulletBackend
+    from sim_bridge.ros.worker import SimWorker, WorkerConfig
+
+    statuses: list[EpisodeStatus] = []
+    config = WorkerConfig(publish_rate=50.0, action_timeout=0.5)
+    worker = SimWorker(BulletBackend, lambda _: None, statuses.append, config)
+    worker.start()
+    try:
+        assert worker.submit_reset("push_buttons", 0, 0).finished.wait(30)
+        assert statuses[-1].state == "running"
+        wait_for(lambda: statuses[-1].state == "failure", 10, "the episode to time out")
+        assert statuses[-1].reason == "no keyframe action for 0.5 s (is the policy running?)"
+        worker.set_action_timeout(0.0)  # 0: an episode waits forever
+        assert worker.submit_reset("push_buttons", 0, 1).finished.wait(30)
+        time.sleep(1.0)
+        assert statuses[-1].state == "running"
+    finally:
+        worker.shutdown()

@@ -10,8 +10,9 @@ PyBullet); ``play_demo`` answers once the demo has started and reports its end o
     sim_bridge_node --ros-args -p task:=push_buttons -p variation:=0 -p publish_rate:=10.0
 
 Parameters: ``task``, ``variation``, ``seed`` (-1: one more than the last episode's) take effect at the next
-``reset_episode``; ``publish_rate``, ``max_steps`` and ``idle_rerender`` at once; ``backend`` (bullet |
-rlbench) and ``reset_on_start`` are read at start-up. Invalid values are rejected with a reason.
+``reset_episode``; ``publish_rate``, ``max_steps``, ``action_timeout`` (a running episode fails when its next
+action has not come for that long; 0: never) and ``idle_rerender`` at once; ``backend`` (bullet | rlbench) and
+``reset_on_start`` are read at start-up. Invalid values are rejected with a reason.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from sim_bridge.ros.topics import (
     INSTRUCTION_TOPIC,
     KEYFRAME_ACTION_TOPIC,
     NODE_NAME,
+    PARAM_ACTION_TIMEOUT,
     PARAM_BACKEND,
     PARAM_MAX_STEPS,
     PARAM_PUBLISH_RATE,
@@ -106,6 +108,13 @@ def _parameter_descriptors() -> dict[str, tuple[Any, ParameterDescriptor]]:
                 integer_range=[IntegerRange(from_value=1, to_value=10_000, step=1)],
             ),
         ),
+        PARAM_ACTION_TIMEOUT: (
+            0.0,
+            _descriptor(
+                "s a running episode waits for its next keyframe action before it fails (0: forever)",
+                floating_point_range=[FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0)],
+            ),
+        ),
         PARAM_RESET_ON_START: (True, _descriptor("start an episode from task/variation/seed at start-up")),
         PARAM_IDLE_RERENDER: (
             False,
@@ -151,6 +160,7 @@ class SimBridgeNode(Node):
         config = WorkerConfig(
             publish_rate=self._param(PARAM_PUBLISH_RATE),
             max_steps=self._param(PARAM_MAX_STEPS),
+            action_timeout=self._param(PARAM_ACTION_TIMEOUT),
             idle_rerender=self._param(PARAM_IDLE_RERENDER),
         )
         self._worker = SimWorker(
@@ -229,6 +239,8 @@ class SimBridgeNode(Node):
                 self._worker.config.publish_rate = float(p.value)
             elif p.name == PARAM_MAX_STEPS:
                 self._worker.set_max_steps(int(p.value))
+            elif p.name == PARAM_ACTION_TIMEOUT:
+                self._worker.set_action_timeout(float(p.value))
             elif p.name == PARAM_IDLE_RERENDER:
                 self._worker.config.idle_rerender = bool(p.value)
 

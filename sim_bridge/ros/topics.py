@@ -51,6 +51,7 @@ PARAM_SEED = "seed"
 PARAM_BACKEND = "backend"
 PARAM_PUBLISH_RATE = "publish_rate"
 PARAM_MAX_STEPS = "max_steps"
+PARAM_ACTION_TIMEOUT = "action_timeout"
 
 PANDA_JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + (
     "panda_finger_joint1",

@@ -29,7 +29,7 @@ from sim_bridge.errors import SimError
 from sim_bridge.observation import Observation
 from sim_bridge.ros.episode import EpisodeController, StopRequestedError
 from sim_bridge.ros.errors import BridgeBusyError, EpisodeStateError, MessageError
-from sim_bridge.ros.status import FAILURE, SUCCESS, EpisodeStatus
+from sim_bridge.ros.status import FAILURE, RUNNING, SUCCESS, EpisodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,15 @@ class WorkerConfig:
     max_steps: int = MAX_KEYFRAMES
     idle_rerender: bool = False
     start_timeout: float = 300.0  # s to build the backend (CoppeliaSim takes a while)
+    action_timeout: float = 0.0  # s a running episode waits for its next action before it fails; 0: forever
 
     def __post_init__(self) -> None:
         if not 0 < self.publish_rate <= MAX_PUBLISH_RATE:
             raise ValueError(f"publish_rate must be in (0, {MAX_PUBLISH_RATE}] Hz, got {self.publish_rate}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.action_timeout < 0:
+            raise ValueError(f"action_timeout must be >= 0 s (0: no limit), got {self.action_timeout}")
 
 
 @dataclass
@@ -102,6 +105,7 @@ class SimWorker:
         self._controller: EpisodeController | None = None
         self._idle_obs: Observation | None = None
         self._publish_failures = 0
+        self._waiting_since = time.monotonic()  # when the running episode's next action became due
         self._last_status: EpisodeStatus | None = None
         self._thread = threading.Thread(target=self._run, name="sim_worker", daemon=True)
 
@@ -144,6 +148,9 @@ class SimWorker:
     def busy(self) -> str:
         """The command running now ("reset", "demo", "action") or ""."""
         return self._busy
+
+    def set_action_timeout(self, seconds: float) -> None:
+        self.config.action_timeout = seconds
 
     def set_max_steps(self, value: int) -> None:
         self.config.max_steps = value
@@ -204,6 +211,7 @@ class SimWorker:
                 command = self._queue.get(timeout=timeout)
             except queue.Empty:
                 self._publish_idle()
+                self._check_action_timeout()
                 period = 1.0 / self.config.publish_rate
                 next_publish = max(next_publish + period, time.monotonic())  # no burst after a stall
                 continue
@@ -243,11 +251,23 @@ class SimWorker:
             self._stop.clear()
             controller.stop()
         self._idle_obs = None
+        self._waiting_since = time.monotonic()  # a reset or an action just ended: the next action is due
         if ticket.kind != "stop":  # a stop runs beside the busy command slot, which may be taken again
             with self._lock:
                 self._busy = ""
         self._emit_status()
         ticket._finish(ok, message)
+
+    def _check_action_timeout(self) -> None:
+        """Fail a running episode whose next action has not come for ``action_timeout`` s (a dead policy),
+        so it does not stay "running" forever."""
+        timeout = self.config.action_timeout
+        controller = self._controller
+        if not timeout or controller is None or controller.status.state != RUNNING:
+            return
+        if time.monotonic() - self._waiting_since > timeout:
+            controller.fail(f"no keyframe action for {timeout:g} s (is the policy running?)")
+            self._emit_status()
 
     def _announce(self, ticket: Ticket, status: EpisodeStatus) -> None:
         """Motion is starting: publish the busy status, then release waiters (play_demo answers now)."""
