@@ -27,6 +27,7 @@ def test_every_console_script_is_wrapped(name: str, module: str, function: str) 
     assert getattr(getattr(importlib.import_module(module), function), "console_main", False), name
 
 
+@pytest.mark.faults
 def test_a_project_error_becomes_one_line_and_exit_code_2(capsys, monkeypatch) -> None:
     @console_main
     def main(argv: list[str] | None = None) -> int:

@@ -586,6 +586,7 @@ def test_both_layouts_are_discovered(tmp_path: Path) -> None:
     ],
     ids=["empty list", "dict", "garbage", "missing"],
 )
+@pytest.mark.faults
 def test_an_episode_with_bad_descriptions_loads_without_instructions(tmp_path: Path, damage, caplog) -> None:
     """RLBench never reads variation_descriptions.pkl: the rest of the episode stays usable."""
     path = episode_path(tmp_path, index=0)
@@ -598,6 +599,7 @@ def test_an_episode_with_bad_descriptions_loads_without_instructions(tmp_path: P
     assert episode.descriptions == [] and len(episode.observations) == 2
 
 
+@pytest.mark.faults
 def test_a_root_whose_episodes_were_all_skipped_says_how_many_and_why(tmp_path: Path) -> None:
     for index in (0, 1):
         write_episode(episode_path(tmp_path, index=index), make_episode(length=2), DESCRIPTIONS, 0)
@@ -715,6 +717,7 @@ def test_bad_calibration_is_refused_naming_the_key(changes: dict, message: str) 
         calibration_from_misc(misc, "front", ValueError, "ep0: frame 3")
 
 
+@pytest.mark.faults
 def test_inspect_dataset_reports_an_unsafe_pickle_in_one_line_and_exit_code_2(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:

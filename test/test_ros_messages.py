@@ -445,6 +445,7 @@ def test_unknown_streams_are_a_programming_error():
 # -- faults: clocks and impossible frames ----------------------------------------------------------------
 
 
+@pytest.mark.faults
 def test_one_future_stamped_set_does_not_blind_the_synchroniser():
     """Before: one set stamped 11 days ahead became the newest, and every later real set was 'late'."""
     clock = FakeClock(T0)
@@ -459,6 +460,7 @@ def test_one_future_stamped_set_does_not_blind_the_synchroniser():
     assert [s.stamp_ns for s in feed(sync, set_messages(FRAMES, T0 + 10**8))] == [T0 + 10**8]
 
 
+@pytest.mark.faults
 def test_a_clock_jump_back_starts_the_synchroniser_over():
     clock = FakeClock(T0 + 10 * 10**9)
     sync = CameraSetSynchronizer(clock=clock)
@@ -472,6 +474,7 @@ def test_a_clock_jump_back_starts_the_synchroniser_over():
     assert sync.stats.clock_jumps == 1 and "clock jump x1" in sync.describe_rejections()
 
 
+@pytest.mark.faults
 def test_float_depth_bytes_labelled_16uc1_are_refused():
     """32FC1 bytes sent as 16UC1 with the float's step decoded to 0.01-65 m and were acted on."""
     clock = FakeClock(T0)
@@ -492,6 +495,7 @@ def test_float_depth_bytes_labelled_16uc1_are_refused():
     assert feed(sync, messages) == [] and "outside the camera's" in sync.last_error
 
 
+@pytest.mark.faults
 def test_rejections_log_once_per_reason_and_period(caplog):
     from mirror_common.reasons import ReasonLog
 
@@ -519,6 +523,7 @@ def test_rejections_log_once_per_reason_and_period(caplog):
     )
 
 
+@pytest.mark.faults
 def test_action_rejection_json_round_trip_and_validation():
     from sim_bridge.ros.status import ActionRejection
 
@@ -533,6 +538,7 @@ def test_action_rejection_json_round_trip_and_validation():
             ActionRejection.from_json(bad)
 
 
+@pytest.mark.faults
 def test_instructions_are_bounded_and_free_of_control_characters():
     from sim_bridge.ros.instructions import MAX_INSTRUCTION_CHARS, check_instruction, instruction_id
 

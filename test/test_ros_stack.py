@@ -159,6 +159,7 @@ def test_video_window_slides_and_records_the_whole_demo():
     assert finished.clip().shape[1:] == (4, 4, 3)
 
 
+@pytest.mark.faults
 def test_video_window_refuses_future_stamps_and_starts_over_after_a_clock_jump():
     second = 1_000_000_000
     window = VideoWindow(window=1.0, max_future=0.5)
@@ -519,6 +520,7 @@ def test_policy_acts_on_an_unknown_instruction_with_a_warning(stack, client):
     stack.wait_line(r"\[policy\].*'juggle three oranges' is not in the checkpoint's vocabulary", 10)
 
 
+@pytest.mark.faults
 def test_policy_refuses_a_1_mb_instruction(stack, client):
     """A NUL cannot be tested here: rclpy cuts a string at its first NUL when it serialises it, so senders
     check with check_instruction before publishing (test_ros_messages)."""
@@ -532,6 +534,7 @@ def test_policy_refuses_a_1_mb_instruction(stack, client):
     client.command(push_buttons_vocabulary()[0])  # and a valid one is followed again
 
 
+@pytest.mark.faults
 def test_policy_survives_malformed_images(stack, client):
     from sensor_msgs.msg import Image
 
@@ -552,6 +555,7 @@ def test_policy_survives_malformed_images(stack, client):
     assert stack.proc.poll() is None
 
 
+@pytest.mark.faults
 def test_a_killed_policy_is_respawned_and_acts_again(stack, client):
     wait_for(lambda: client.states and client.states[-1].ready, 180, "the policy to load its checkpoint")
     killed = stack.pids()["policy"]
@@ -620,77 +624,131 @@ def test_policy_node_refuses_a_bad_checkpoint_with_one_clear_line(ros_env, check
     assert "Traceback" not in output
 
 
+class FakeBridge:
+    """This process as the bridge of a real policy node (its own domain): streams camera sets it chooses, with
+    the stamps it chooses, and collects the policy's action reports."""
+
+    def __init__(self, checkpoint: Path, params_file: Path, observation) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import String
+
+        from mirror.ros.topics import POLICY_ACTIONS_TOPIC, events_qos
+        from mirror_common.ros.qos import latched_qos
+        from sim_bridge.ros.camera_publisher import CameraSetPublisher
+
+        env = child_environment() | {"ROS_DOMAIN_ID": str(POLICY_ONLY_DOMAIN)}
+        self.policy = Process(
+            node_command(node_spec("policy"), params_file, {"checkpoint": str(checkpoint)}), env
+        )
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=POLICY_ONLY_DOMAIN)
+        self.node = rclpy.create_node("fake_bridge", context=self.context)
+        self.infos: list[PolicyActionInfo] = []
+        self.node.create_subscription(
+            String, POLICY_ACTIONS_TOPIC, lambda m: self.infos.append(PolicyActionInfo.from_json(m.data)),
+            events_qos(),
+        )  # fmt: skip
+        self.full = CameraSetPublisher(self.node, broadcast_tf=False)
+        self.no_wrist = CameraSetPublisher(self.node, cameras=CAMERA_NAMES[:3], broadcast_tf=False)
+        self.status_pub = self.node.create_publisher(String, "episode_status", latched_qos())
+        self.instruction_pub = self.node.create_publisher(String, "instruction", latched_qos())
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.observation = observation
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def start_episode(self, instruction: str) -> None:
+        from std_msgs.msg import String
+
+        from sim_bridge.ros.messages import status_to_message
+
+        self.policy.wait_line(r"policy ready", 180)
+        self.instruction_pub.publish(String(data=instruction))
+        status = EpisodeStatus(
+            "push_buttons", 0, instruction, 3, 1, 0, "running", "", False, self.now_ns() * 1e-9
+        )
+        self.status_pub.publish(status_to_message(status))
+
+    def stream(self, publisher, obs, seconds: float, age: float = 0.0) -> None:
+        """Publish ``obs`` for ``seconds``, stamped ``age`` s before now (negative: in the future)."""
+        from sim_bridge.ros.messages import ns_to_stamp
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            publisher.publish(obs, ns_to_stamp(self.now_ns() - int(age * 1e9)))
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def wait_first_action(self) -> PolicyActionInfo:
+        deadline = time.monotonic() + 60
+        while not self.infos and time.monotonic() < deadline:
+            self.stream(self.full, self.observation, 0.5)
+        assert self.infos and (self.infos[0].episode, self.infos[0].step) == (1, 0), self.policy.text[-3000:]
+        return self.infos[0]
+
+    def close(self) -> int:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        return self.policy.stop(signal.SIGINT)
+
+
 def test_policy_alone_skips_missing_cameras_nan_depth_and_stale_sets_then_acts(
     ros_env, checkpoint, params_file, bullet_env
 ):
     """The policy against a fake bridge (this process) that sends broken camera sets before good ones."""
     import dataclasses
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
-
-    from mirror.ros.topics import POLICY_ACTIONS_TOPIC, events_qos
-    from mirror_common.ros.qos import latched_qos
-    from sim_bridge.ros.camera_publisher import CameraSetPublisher
-    from sim_bridge.ros.messages import ns_to_stamp, status_to_message
-
     info, observation = bullet_env.reset("push_buttons", 0, 3)
     wrist = observation.cameras["wrist"]
     nan_wrist = dataclasses.replace(wrist, depth=np.full_like(wrist.depth, np.nan))
     broken = dataclasses.replace(observation, cameras={**observation.cameras, "wrist": nan_wrist})
-    env = child_environment() | {"ROS_DOMAIN_ID": str(POLICY_ONLY_DOMAIN)}
-    policy = Process(node_command(node_spec("policy"), params_file, {"checkpoint": str(checkpoint)}), env)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=POLICY_ONLY_DOMAIN)
-    node = rclpy.create_node("fake_bridge", context=context)
-    infos: list[PolicyActionInfo] = []
-
-    def on_info(msg: String) -> None:
-        infos.append(PolicyActionInfo.from_json(msg.data))
-
-    node.create_subscription(String, POLICY_ACTIONS_TOPIC, on_info, events_qos())
-    full = CameraSetPublisher(node, broadcast_tf=False)
-    no_wrist = CameraSetPublisher(node, cameras=CAMERA_NAMES[:3], broadcast_tf=False)
-    status_pub = node.create_publisher(String, "episode_status", latched_qos())
-    instruction_pub = node.create_publisher(String, "instruction", latched_qos())
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def now_ns() -> int:
-        return node.get_clock().now().nanoseconds
-
-    def stream(publisher: CameraSetPublisher, obs, seconds: float, age: float = 0.0) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            publisher.publish(obs, ns_to_stamp(now_ns() - int(age * 1e9)))
-            executor.spin_once(timeout_sec=0.1)
-
+    bridge = FakeBridge(checkpoint, params_file, observation)
+    policy = bridge.policy
     try:
-        policy.wait_line(r"policy ready", 180)
-        instruction_pub.publish(String(data=info.instruction))
-        status = EpisodeStatus(
-            "push_buttons", 0, info.instruction, 3, 1, 0, "running", "", False, now_ns() * 1e-9
-        )
-        status_pub.publish(status_to_message(status))
-        stream(no_wrist, observation, 3.5)
+        bridge.start_episode(info.instruction)
+        bridge.stream(bridge.no_wrist, observation, 3.5)
         policy.wait_line(r"no usable camera set .*missing: wrist: camera_info, depth, image_raw, pose", 10)
-        stream(full, broken, 1.0)
+        bridge.stream(bridge.full, broken, 1.0)
         policy.wait_line(r"camera 'wrist': 100% of the depth pixels are invalid", 10)
-        stream(full, observation, 6.0, age=2.0)  # complete, but two seconds old
+        bridge.stream(bridge.full, observation, 6.0, age=2.0)  # complete, but two seconds old
         policy.wait_line(
             r"no usable camera set .*stale x\d+, [\d.]+ s ago: set at [\d.]+ is 2\.\d+ s old.*stale [1-9]", 10
         )
-        assert not infos
-        deadline = time.monotonic() + 60
-        while not infos and time.monotonic() < deadline:
-            stream(full, observation, 0.5)
-        assert infos and (infos[0].episode, infos[0].step) == (1, 0), policy.text[-3000:]
+        assert not bridge.infos
+        bridge.wait_first_action()
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
-        code = policy.stop(signal.SIGINT)
+        code = bridge.close()
+    assert code == 0 and "Traceback" not in policy.text, policy.text[-3000:]
+
+
+@pytest.mark.faults
+def test_policy_is_not_blinded_by_a_future_stamped_set_nor_fooled_by_mislabelled_depth(
+    ros_env, checkpoint, params_file, bullet_env
+):
+    """Before: one camera set stamped 11 days ahead made the policy drop every later real set as late (no
+    action for the rest of the episode); float depth bytes sent as 16UC1 read as 0.01-65 m, then used."""
+    import dataclasses
+
+    info, observation = bullet_env.reset("push_buttons", 0, 3)
+    wrist = observation.cameras["wrist"]
+    far_wrist = dataclasses.replace(wrist, depth=np.full_like(wrist.depth, 60.0))  # as 16UC1 misreading gives
+    mislabelled = dataclasses.replace(observation, cameras={**observation.cameras, "wrist": far_wrist})
+    bridge = FakeBridge(checkpoint, params_file, observation)
+    policy = bridge.policy
+    eleven_days = 11 * 24 * 3600.0
+    try:
+        bridge.start_episode(info.instruction)
+        bridge.stream(bridge.full, observation, 0.3, age=-eleven_days)
+        policy.wait_line(r"rejected \(future stamp, 1 so far\): .*ahead of this node's clock", 10)
+        bridge.stream(bridge.full, mislabelled, 0.5)
+        policy.wait_line(r"rejected \(malformed.*wrist/depth.*outside the camera's", 10)
+        assert not bridge.infos
+        bridge.wait_first_action()  # the next real sets are used at once
+    finally:
+        code = bridge.close()
     assert code == 0 and "Traceback" not in policy.text, policy.text[-3000:]
 
 
@@ -728,6 +786,7 @@ def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_fil
     assert "Traceback" not in text
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
 def test_no_node_outlives_a_killed_or_hung_up_bringup(ros_env, checkpoint, params_file, signum):
     """SIGKILL: the kernel stops the nodes (they follow bringup's life); SIGHUP (the terminal closed): bringup
