@@ -203,10 +203,10 @@ def _presets() -> dict[str, ViCLIPConfig]:
 CONFIG_NAMES: tuple[str, ...] = tuple(_presets())
 
 
-def get_config(name: str, **overrides: Any) -> ViCLIPConfig:
-    """A fresh copy of a named preset, optionally with some fields replaced (validated again)."""
+def get_config(preset: str, /, **overrides: Any) -> ViCLIPConfig:
+    """A fresh copy of a named preset with any fields replaced (validated again), ``name`` included."""
     presets = _presets()
-    if name not in presets:
-        raise ConfigError(f"unknown ViCLIP config {name!r}; known: {list(presets)}")
+    if preset not in presets:
+        raise ConfigError(f"unknown ViCLIP config {preset!r}; known: {list(presets)}")
     reject_unknown_fields(ViCLIPConfig, overrides, "ViCLIPConfig", ConfigError)
-    return replace(presets[name], **overrides)
+    return replace(presets[preset], **overrides)

@@ -31,12 +31,13 @@ def random_keep_indices(
 ) -> torch.Tensor:
     """Indices of the tokens kept per sample, in their original order.
 
-    Exactly `int(masking_ratio * length)` tokens are dropped per sample, chosen uniformly (argsort of noise),
-    as in ViCLIP pre-training; `generator` is the random stream (default: torch's global one).
+    Upstream's selection: draw uniform noise per token, mask the `int(masking_ratio * length)` tokens that
+    come first in its argsort, keep the rest. With the same random stream (CPU) this keeps exactly the
+    tokens the official code keeps; `generator` is that stream (default: torch's global one).
     """
-    keep = length - int(masking_ratio * length)
+    masked = int(masking_ratio * length)
     noise = torch.rand(batch, length, device=device, generator=generator)
-    return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+    return noise.argsort(dim=1)[:, masked:].sort(dim=1).values
 
 
 class VisionTransformer(nn.Module):
@@ -76,7 +77,8 @@ class VisionTransformer(nn.Module):
         self.masking_ratio = config.masking_ratio
 
     def embed_tokens(self, video: torch.Tensor) -> torch.Tensor:
-        """Normalised `(B, T, 3, S, S)` -> patch tokens with position and time added, `(B, N*T, D)`.
+        """Normalised `(B, T, 3, S, S)` -> patch tokens with position and time added, `(B, N*T, D)`; `T` is
+        the config's frame count, or 1 for an image.
 
         The tokens take the parameters' dtype: under bf16 autocast only the matmuls run in bf16, the
         residual stream stays float32.
@@ -86,7 +88,10 @@ class VisionTransformer(nn.Module):
         x = x.flatten(3).permute(0, 3, 2, 1)  # (B, N, T, D): patch-major, frame-minor
         x = x + self.positional_embedding[1:].unsqueeze(1).to(x.dtype)
         if self.temporal_positional_embedding is not None:
-            x = x + self.temporal_positional_embedding.to(x.dtype)  # (1, T, D) broadcasts over N
+            temporal = self.temporal_positional_embedding.to(x.dtype)  # (1, T, D) broadcasts over N
+            if frames == 1:  # an image: upstream gives it the mean temporal embedding
+                temporal = temporal.mean(dim=1, keepdim=True)
+            x = x + temporal
         return x.reshape(batch, -1, width)
 
     def forward(

@@ -57,10 +57,10 @@ def prepare_video(
         )
     if x.shape[0] == 0:
         raise InvalidVideoError("empty batch of clips")
-    if x.shape[1] != config.num_frames:
+    if x.shape[1] not in (config.num_frames, 1):
         raise InvalidVideoError(
-            f"config {config.name!r} takes exactly {config.num_frames} frames per clip, got {x.shape[1]} "
-            "(use sample_clip_indices to pick them)"
+            f"config {config.name!r} takes exactly {config.num_frames} frames per clip (or 1, an image), got "
+            f"{x.shape[1]} (use sample_clip_indices to pick them)"
         )
     if x.dtype == torch.uint8:
         if x.shape[-1] != 3:

@@ -145,8 +145,9 @@ def infer_official_config(state: Mapping[str, torch.Tensor]) -> ViCLIPConfig:
 def resize_position_tables(state: dict[str, torch.Tensor], config: ViCLIPConfig) -> dict[str, torch.Tensor]:
     """Adapt position tables to `config` when its input size, frame count or context differ.
 
-    Spatial grid: bicubic 2-D interpolation, CLS row kept. Temporal: linear interpolation over frames.
-    Text positions: truncated (CLIP 77 -> 32). Other entries are returned untouched.
+    Spatial grid: bicubic 2-D interpolation, CLS row kept. Temporal, as upstream: truncated for fewer frames,
+    linearly interpolated for more. Text positions: truncated (CLIP 77 -> 32). Other entries are returned
+    untouched.
     """
     state = dict(state)
     key = "vision_encoder.positional_embedding"
@@ -161,7 +162,9 @@ def resize_position_tables(state: dict[str, torch.Tensor], config: ViCLIPConfig)
         grid = grid.permute(0, 2, 3, 1).reshape(size * size, -1).to(table.dtype)
         state[key] = torch.cat([table[:1], grid], dim=0)
     key = "vision_encoder.temporal_positional_embedding"
-    if key in state and state[key].shape[1] != config.num_frames:
+    if key in state and state[key].shape[1] > config.num_frames:
+        state[key] = state[key][:, : config.num_frames]  # fewer frames: the first rows, as upstream
+    elif key in state and state[key].shape[1] < config.num_frames:
         table = state[key]
         resized = F.interpolate(
             table.float().transpose(1, 2), size=config.num_frames, mode="linear", align_corners=True

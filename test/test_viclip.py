@@ -170,7 +170,13 @@ def test_infer_and_resize_official_positions(synthetic_b16_state):
     )  # CLS row kept
     temporal = resized["vision_encoder.temporal_positional_embedding"]
     original = synthetic_b16_state["vision_encoder.temporal_positional_embedding"]
-    assert torch.allclose(temporal[:, 0], original[:, 0]) and torch.allclose(temporal[:, -1], original[:, -1])
+    assert torch.equal(temporal, original[:, :4])  # fewer frames: truncated, as upstream
+    longer = resize_position_tables(synthetic_b16_state, get_config("ViCLIP-B/16", num_frames=15))
+    stretched = longer["vision_encoder.temporal_positional_embedding"]  # more: linear, ends kept
+    assert stretched.shape[1] == 15 and torch.allclose(stretched[:, 0], original[:, 0])
+    assert torch.allclose(stretched[:, 1], (original[:, 0] + original[:, 1]) / 2, atol=1e-6)
+    assert torch.allclose(stretched[:, 2], original[:, 1], atol=1e-6)
+    assert torch.allclose(stretched[:, -1], original[:, -1])
     with pytest.raises(ViCLIPCheckpointError, match="cannot identify"):
         infer_official_config({"temp": torch.tensor(0.01)})
 
@@ -253,6 +259,30 @@ def test_masking_happens_only_in_training_mode():
     assert all(torch.equal(row, row.sort().values) and len(set(row.tolist())) == 2 for row in keep)
 
 
+def test_masking_keeps_the_tokens_upstream_keeps():
+    """Upstream masks the first int(ratio * L) tokens of argsort(noise) and keeps the rest in order. Seed 0
+    draws noise [0.4963, 0.7682, 0.0885, 0.1320, 0.3074]: argsort [2, 3, 4, 0, 1], 2 of 5 masked -> keep
+    tokens 0, 1 and 4 (the lowest-noise rule kept 2, 3, 4)."""
+    keep = random_keep_indices(1, 5, 0.4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert keep.tolist() == [[0, 1, 4]]
+
+
+def test_a_single_image_gets_the_mean_temporal_embedding():
+    torch.manual_seed(3)
+    model = ViCLIP(micro_config()).eval()
+    encoder = model.vision_encoder
+    image = model.preprocess_video(torch.randint(0, 256, (1, 1, 32, 32, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        encoder.temporal_positional_embedding.normal_()
+        with_time = encoder.embed_tokens(image)
+        mean = encoder.temporal_positional_embedding.mean(dim=1)  # (1, D)
+        encoder.temporal_positional_embedding.zero_()
+        without_time = encoder.embed_tokens(image)
+    assert with_time.shape == (1, 4, micro_config().vision_width)  # 4 patches of one frame
+    assert torch.allclose(with_time - without_time, mean.expand_as(with_time), atol=1e-6)
+    assert model.encode_video(image).shape == (1, micro_config().embed_dim)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_block_equals_torch_multihead_attention(causal):
     """Our packed q/k/v layout computes what nn.MultiheadAttention (upstream's module) computes."""
@@ -306,7 +336,7 @@ def test_video_input_forms_and_errors():
         assert model.encode_video(big.numpy()).shape == (1, config.embed_dim)
         emb = model.encode_video(frames)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(1))
-    with pytest.raises(InvalidVideoError, match="exactly 8 frames"):
+    with pytest.raises(InvalidVideoError, match=r"exactly 8 frames per clip \(or 1, an image\)"):
         model.encode_video(frames[:, :7])
     with pytest.raises(InvalidVideoError, match="5 dims"):
         model.encode_video(frames[0])
@@ -386,6 +416,8 @@ def test_config_presets_json_and_validation():
     assert get_config("ViCLIP-B/16").image_mean == (0.485, 0.456, 0.406)
     with pytest.raises(ConfigError, match="unknown ViCLIP config"):
         get_config("ViCLIP-H/14")
+    renamed = get_config("cpu_tiny", name="cpu_tiny_wide", vision_width=256, vision_heads=4)
+    assert (renamed.name, renamed.vision_width) == ("cpu_tiny_wide", 256)  # every field, name included
     with pytest.raises(ConfigError, match="unknown ViCLIPConfig field"):
         ViCLIPConfig.from_dict({**tiny.to_dict(), "dropout": 0.1})
     with pytest.raises(ConfigError, match="not divisible"):
