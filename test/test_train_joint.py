@@ -412,13 +412,73 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ddp_worker(rank: int, port: int, data_root: str, out: str, result_dir: str) -> None:
+def _join_two_process_group(rank: int, port: int) -> DistInfo:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})  # fmt: skip
     torch.set_num_threads(1)
-    from mirror.training.distributed import setup_distributed, teardown
+    from mirror.training.distributed import setup_distributed
 
-    dist = setup_distributed("cpu")
+    return setup_distributed("cpu")
+
+
+def _alignment_batch(rows: int = 8) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The global batch of the negatives test: ``rows`` pairs, two of which share a key."""
+    generator = torch.Generator().manual_seed(11)
+    keys = [f"instruction {i}" for i in range(rows - 1)] + ["instruction 0"]
+    return torch.randn(rows, 16, generator=generator), torch.randn(rows, 12, generator=generator), keys
+
+
+def _gather_worker(rank: int, port: int, result_dir: str) -> None:
+    from mirror.alignment import AlignmentConfig, MirrorAlignment
+    from mirror.training.distributed import gather_batch, teardown
+
+    dist = _join_two_process_group(rank, port)
+    try:
+        u_all, e_all, keys_all = _alignment_batch()
+        half = u_all.shape[0] // 2
+        u = u_all[rank * half : (rank + 1) * half].clone().requires_grad_(True)
+        e = e_all[rank * half : (rank + 1) * half].clone().requires_grad_(True)
+        torch.manual_seed(0)
+        heads = MirrorAlignment(16, 12, AlignmentConfig(shared_dim=8, tau=0.1))
+        gu, ge, keys = gather_batch(dist, u, e, keys_all[rank * half : (rank + 1) * half])
+        loss = heads(gu, ge, keys).loss
+        loss.backward()
+        torch.save({"loss": loss.detach(), "keys": keys, "u_grad": u.grad, "e_grad": e.grad},
+                   Path(result_dir) / f"gather{rank}.pt")  # fmt: skip
+    finally:
+        teardown(dist)
+
+
+@pytest.mark.slow
+def test_gathered_negatives_give_the_single_process_loss_of_the_concatenated_batch(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    from mirror.alignment import AlignmentConfig, MirrorAlignment
+
+    mp.spawn(_gather_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    u_all, e_all, keys_all = _alignment_batch()
+    u_all.requires_grad_(True)
+    e_all.requires_grad_(True)
+    torch.manual_seed(0)
+    reference = MirrorAlignment(16, 12, AlignmentConfig(shared_dim=8, tau=0.1))(u_all, e_all, keys_all).loss
+    reference.backward()
+    half = u_all.shape[0] // 2
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"gather{rank}.pt", weights_only=False)
+        assert got["keys"] == keys_all  # every rank sees the global batch, in rank order
+        assert torch.allclose(got["loss"], reference.detach(), atol=1e-6)
+        rows = slice(rank * half, (rank + 1) * half)  # each rank's rows get the sum over ranks of the same
+        assert torch.allclose(got["u_grad"], 2 * u_all.grad[rows], atol=1e-6)  # loss: DDP's mean undoes x2
+        assert torch.allclose(got["e_grad"], 2 * e_all.grad[rows], atol=1e-6)
+    torch.manual_seed(0)
+    local = MirrorAlignment(16, 12, AlignmentConfig(shared_dim=8, tau=0.1))(u_all[:half], e_all[:half]).loss
+    assert not torch.allclose(local, reference)  # the local batch alone is a different loss
+
+
+def _ddp_worker(rank: int, port: int, data_root: str, out: str, result_dir: str) -> None:
+    from mirror.training.distributed import teardown
+
+    dist = _join_two_process_group(rank, port)
     try:
         trainer = MirrorTrainer(
             small_config(Path(data_root), Path(out), "steps=5", "au_update_prob=0.5", "seed=3"), dist

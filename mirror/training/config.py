@@ -114,6 +114,8 @@ class TrainConfig(JsonConfig):
         instructions are absent from a batch, so in-batch negatives rarely contrast two variations of one task
         and their clips collapse together; the vocabulary makes every variation a negative at every AU step.
     align_weight: 0 gives the no-mirror baseline with identical data, seeds and forward passes.
+    gather_negatives: under DDP, score each pair against every rank's pairs (the global batch, the paper's
+        192 negatives at 2 x 96) instead of the local batch only; no effect in one process.
     probe: alignment probing (paper Sec. 2): ViCLIP and ARP frozen in eval mode, only T_u / T_e train.
     init: a MirrorModel checkpoint whose weights start the run (required for meaningful probing).
     init_parts: which of ``init``'s weights to take, as state-dict prefixes (``arp``, ``viclip``,
@@ -145,6 +147,7 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     ee_weight: float = 1.0
     align_weight: float = 0.5
+    gather_negatives: bool = True
     au_update_prob: float = 0.2
     au_negatives: str = "batch"
     probe: bool = False

@@ -74,3 +74,36 @@ def all_ranks_agree(info: DistInfo, value: int) -> bool:
     tensor = torch.tensor([value, -value], dtype=torch.long, device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor[0]) == value and int(-tensor[1]) == value
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward sends every rank's gradient of the gathered tensor back to the rank
+    that owns each slice (summed over ranks), so a loss over the global batch trains every rank's encoders."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - autograd's context
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_batch(
+    info: DistInfo, u: torch.Tensor, e: torch.Tensor, keys: list
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Every rank's ``u``, ``e`` and pairing keys, concatenated in rank order (equal batches per rank), with
+    gradients flowing back to each rank's own rows: the alignment then scores each pair against the global
+    batch's negatives (the paper's 192 at 2 x 96), not only the local ones. Every rank computes the same
+    global loss, so the gradient of a rank's rows is the sum over ranks, i.e. ``world_size`` times the
+    single-process gradient, which DDP's averaging over ranks undoes. Single process: unchanged."""
+    if not info.distributed:
+        return u, e, list(keys)
+    gathered_keys: list[list] = [[] for _ in range(info.world_size)]
+    dist.all_gather_object(gathered_keys, list(keys))
+    return _GatherWithGrad.apply(u), _GatherWithGrad.apply(e), [k for part in gathered_keys for k in part]

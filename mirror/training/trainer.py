@@ -61,7 +61,7 @@ from mirror.training.data import (
     step_rng,
     step_seed,
 )
-from mirror.training.distributed import DistInfo, barrier
+from mirror.training.distributed import DistInfo, barrier, gather_batch
 from mirror.training.optim import build_optimizers, clip_gradients
 from mirror_common.errors import CheckpointError
 from mirror_common.serialization import atomic_write, write_json
@@ -399,14 +399,17 @@ class MirrorTrainer:
                 metrics["loss/au"] = float(out.loss.detach())
         if pending is not None:
             u = pending.result()
+        keys = batch.keys
+        if c.gather_negatives:  # the global batch's negatives under DDP (a no-op in one process)
+            u, e, keys = gather_batch(self.dist, u, e, keys)
         if c.align_weight > 0:
             if c.probe:
                 u, e = u.detach(), e.detach()
-            align = self.alignment_module(u, e, batch.keys)
+            align = self.alignment_module(u, e, keys)
             total = total + c.align_weight * align.loss
         else:
             with torch.no_grad():
-                align = self.model.alignment(u.detach(), e.detach(), batch.keys)
+                align = self.model.alignment(u.detach(), e.detach(), keys)
 
         for optimizer in self.optimizers.named().values():
             optimizer.zero_grad(set_to_none=True)
@@ -428,9 +431,9 @@ class MirrorTrainer:
         metrics["rotation_accuracy"] = float(info["rotation_accuracy"])
         metrics["loss/align"] = float(align.loss.detach())
         metrics["alignment/mi_lower_bound"] = float(
-            mutual_information_lower_bound(float(align.loss.detach()), len(batch.keys))
+            mutual_information_lower_bound(float(align.loss.detach()), len(keys))
         )
-        recall = alignment_recall_at_1(align.z_u.detach(), align.z_e.detach(), batch.keys)
+        recall = alignment_recall_at_1(align.z_u.detach(), align.z_e.detach(), keys)
         metrics["alignment/train_recall_at_1"] = recall.mean
         metrics["loss/total"] = float(total.detach())
         metrics["au_step"] = float(au_step)
