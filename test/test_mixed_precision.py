@@ -206,3 +206,31 @@ def test_bf16_training_steps_keep_float32_weights_states_and_checkpoints(
         assert torch.is_autocast_enabled("cpu")
     with precision_autocast("fp32", CPU.device):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_training_scales_the_loss_skips_overflowing_steps_and_resumes_the_scale(
+    data_root: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    config = small_config(data_root, tmp_path / "run", "precision=fp16", "au_update_prob=0.5", "seed=3")
+    trainer = MirrorTrainer(config, CPU)
+    assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() == 65536.0
+    before = {k: v.clone() for k, v in trainer.model.arp.state_dict().items()}
+    for step in range(3):
+        metrics = trainer.train_step(step, trainer.builder.build(step))
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert metrics["loss_scale"] == trainer.scaler.get_scale()
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.arp.state_dict().items())  # it learns
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    # an overflowing step is skipped, not applied, and the scale halves
+    scale = trainer.scaler.get_scale()
+    trainer.scaler.update(new_scale=float(torch.finfo(torch.float32).max))
+    weights = {k: v.clone() for k, v in trainer.model.arp.state_dict().items() if v.is_floating_point()}
+    trainer.train_step(3, trainer.builder.build(3))
+    assert all(torch.equal(weights[k], trainer.model.arp.state_dict()[k]) for k in weights)
+    assert trainer.scaler.get_scale() < float(torch.finfo(torch.float32).max)
+    checkpoint = trainer.save(4)
+    resumed = MirrorTrainer(config, CPU, resume=checkpoint)
+    assert resumed.scaler.get_scale() == trainer.scaler.get_scale() != scale
+    with precision_autocast("fp16", CPU.device):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16

@@ -39,7 +39,10 @@ INIT_PARTS = ("viclip", "arp", "alignment")  # the MirrorModel's top-level modul
 # CPU). bf16: the ARP and ViCLIP forward passes run under bfloat16 autocast (matmuls and convolutions in
 # bf16; the renderer, softmaxes, losses and the alignment stay float32); weights, gradients, optimizer
 # states and checkpoints stay float32 (see trainer.precision_autocast).
-PRECISIONS = ("fp32", "tf32", "bf16")
+# fp16: float16 autocast with a dynamic loss scale (torch.amp.GradScaler: the loss is scaled up before the
+# backward so small gradients survive float16, steps with inf/NaN gradients are skipped and the scale adapts;
+# ARP's own recipe trains with fp16 AMP). Weights, optimizer states and checkpoints stay float32 here too.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 @dataclass

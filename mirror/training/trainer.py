@@ -19,7 +19,8 @@ Per step (rank ``r``, step ``s``):
 5. One backward of the weighted sum; LAMB for ARP, AdamW for the heads and (AU steps) for ViCLIP.
 
 Probing (paper Sec. 2) freezes ViCLIP and ARP in eval mode and trains freshly initialised T_u / T_e only.
-``precision: bf16`` runs the ARP and ViCLIP forward passes under bf16 autocast (:func:`precision_autocast`).
+``precision: bf16`` (or ``fp16``, with a dynamic loss scale) runs the ARP and ViCLIP forward passes under
+autocast (:func:`precision_autocast`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 
 
 def precision_autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """The context of the training forward passes: bf16 autocast for ``precision == "bf16"``, else none.
+    """The context of the training forward passes: bf16 or fp16 autocast for those precisions, else none.
 
     Autocast lowers only the compute (matmuls, convolutions) to bf16; the parameters stay float32 master
     weights, so gradients, optimizer states and checkpoints are float32 whatever the precision and a run
@@ -82,6 +83,8 @@ def precision_autocast(precision: str, device: torch.device) -> AbstractContextM
     """
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
 
 
@@ -144,6 +147,7 @@ class MirrorTrainer:
             torch.set_num_threads(config.threads)
         if config.precision == "bf16" and self.device.type == "cpu" and not native_cpu_bf16():
             log.warning("precision bf16 on a CPU without bf16 instructions: expect it slower than fp32")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         if self.device.type == "cuda":
             tf32 = config.precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -326,6 +330,8 @@ class MirrorTrainer:
             self.optimizers.load_state_dict(state["optimizers"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{checkpoint}: optimizer state does not fit this run: {exc}") from exc
+        if state.get("grad_scaler"):  # an fp16 run's loss scale; other precisions have none to restore
+            self.scaler.load_state_dict(state["grad_scaler"])
         ckpt.set_rng_state(state["rng"])
         self.start_step = int(state["step"])
         log.info("resumed from %s at step %d", checkpoint, self.start_step)
@@ -414,16 +420,20 @@ class MirrorTrainer:
         for optimizer in self.optimizers.named().values():
             optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:
-            total.backward()
+            self.scaler.scale(total).backward()  # fp16: scaled so small gradients survive; else as is
+        stepping = [self.optimizers.arp, self.optimizers.alignment]
+        stepping += [self.optimizers.viclip] if au_step else []
+        stepping = [optimizer for optimizer in stepping if optimizer is not None]
         if c.optim.grad_clip_norm > 0:
+            for optimizer in stepping:
+                self.scaler.unscale_(optimizer)  # clip the true gradients
             for part in (self.model.arp, self.model.viclip, self.model.alignment):
                 clip_gradients(part, c.optim.grad_clip_norm)
-        if self.optimizers.arp is not None:
-            self.optimizers.arp.step()
-        if self.optimizers.alignment is not None:
-            self.optimizers.alignment.step()
-        if au_step and self.optimizers.viclip is not None:
-            self.optimizers.viclip.step()
+        for optimizer in stepping:
+            self.scaler.step(optimizer)  # fp16: skipped when the scaled gradients overflowed
+        self.scaler.update()
+        if self.scaler.is_enabled():
+            metrics["loss_scale"] = float(self.scaler.get_scale())
 
         metrics.update({k: float(v) for k, v in info.items() if k.startswith("loss/") and v.dim() == 0})
         metrics["loss/ee"] = float(loss_ee.detach())
@@ -522,6 +532,7 @@ class MirrorTrainer:
         return {
             "step": next_step,
             "optimizers": self.optimizers.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),  # empty unless fp16
             "rng": ckpt.rng_state(),
             "train_config": self.config.to_dict(),
             "world_size": self.dist.world_size,
