@@ -13,6 +13,13 @@ once in bf16 (autocast, ``precision: bf16``), the two timed alternately so that 
   * the bf16 / fp32 ratio of the mean joint step (EE samples/s);
 and inference latency of MirrorAgent.act per keyframe (incl. preprocessing of the 4-camera observation) and of
 MirrorAgent.recognize per clip, then the forward time of the paper-size ARP and ViCLIP models (batch 1).
+
+    .venv/bin/python bench/bench_training.py --device cuda --config config/train_paper.yaml
+
+With ``--device`` the joint step of the config (its models, batch size and precision; fp16 with a loss scale)
+runs on that device on synthetic inputs of the config's shapes (no simulator needed: GPU machines may lack
+PyBullet) and prints the steady-state step time after warm-up, samples/s, the peak device memory and the
+projected time of the config's steps.
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ from mirror.training.optim import build_optimizers  # noqa: E402
 from mirror.training.trainer import VideoFeatureThread, precision_autocast  # noqa: E402
 from mirror_policy.arp.augmentation import augment_batch  # noqa: E402
 from mirror_policy.arp.preprocessing import observation_to_sample  # noqa: E402
-from sim_bridge.bullet.env import BulletBackend  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +85,8 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 
 def simulator_inputs(count: int) -> tuple[list, list[str], list[np.ndarray]]:
     """Observations, instructions and 8-frame front clips from the embedded simulator."""
+    from sim_bridge.bullet.env import BulletBackend
+
     env = BulletBackend()
     observations, instructions, videos = [], [], []
     try:
@@ -205,6 +213,106 @@ def bench_training(config_path: Path, config: TrainConfig, repeats: int) -> None
     print(f"  MirrorAgent.recognize per clip {t_rec * 1e3:8.1f} ms  (100-frame video -> 8 frames)")
 
 
+def synthetic_step_inputs(
+    model: MirrorModel, batch_size: int, device: torch.device, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """``(ee batch, clips, token ids, match ids, instructions)`` with the shapes a real batch of the model's
+    config has: every camera's points at its resolution and stride inside the scene bounds, 8-frame uint8
+    clips at RLBench's 128^2, the model's own instructions."""
+    generator = torch.Generator().manual_seed(seed)
+    arp = model.config.arp
+    points = len(arp.cameras) * (arp.camera_resolution // arp.point_stride) ** 2
+    lo, hi = torch.tensor(arp.scene_bounds[:3]), torch.tensor(arp.scene_bounds[3:])
+    quaternion = torch.randn(batch_size, 4, generator=generator)
+    instructions = [model.config.instructions[i % len(model.config.instructions)] for i in range(batch_size)]
+    lang, lang_mask = model.language_features(instructions)
+    ee = {
+        "points": lo + torch.rand(batch_size, points, 3, generator=generator) * (hi - lo),
+        "rgb": torch.rand(batch_size, points, 3, generator=generator),
+        "low_dim_state": torch.zeros(batch_size, arp.proprio_dim),
+        "lang": lang,
+        "lang_mask": lang_mask,
+        "action": torch.cat(
+            [
+                lo + torch.rand(batch_size, 3, generator=generator) * (hi - lo),
+                quaternion / quaternion.norm(dim=-1, keepdim=True),
+                torch.ones(batch_size, 1),
+                torch.zeros(batch_size, 1),
+            ],
+            dim=-1,
+        ),
+    }
+    clips = torch.randint(0, 256, (batch_size, 8, 128, 128, 3), generator=generator, dtype=torch.uint8)
+    ids = model.tokenizer(instructions, context_length=model.config.viclip.context_length)
+    match = torch.tensor([sorted(set(instructions)).index(s) for s in instructions])
+    moved = {k: v.to(device) for k, v in ee.items()}
+    return moved, clips.to(device), ids.to(device), match.to(device), instructions
+
+
+def bench_device(
+    config_path: Path, config: TrainConfig, device: torch.device, steps: int, warmup: int
+) -> dict:
+    """Steady-state joint steps of ``config`` on ``device`` (module docstring); returns the figures."""
+    torch.manual_seed(0)
+    vocabulary = [f"instruction {i}" for i in range(16)]
+    model = MirrorModel(config.model_config(vocabulary)).to(device).train()
+    optimizers = build_optimizers(model, config, world_size=1)
+    optimizers.set_step(config.optim.warmup_steps, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    ee, clips, ids, match, instructions = synthetic_step_inputs(model, config.batch_size, device)
+    au_every = max(1, round(1 / config.au_update_prob)) if config.au_update_prob > 0 else 0
+
+    def step(index: int) -> None:
+        with_au = bool(au_every) and index % au_every == 0
+        for opt in optimizers.named().values():
+            opt.zero_grad(set_to_none=True)
+        with precision_autocast(config.precision, device):
+            loss_ee, info = model.arp(ee)
+            out = model.viclip(clips, ids, match) if with_au else None
+        if out is None:
+            with torch.no_grad(), precision_autocast(config.precision, device):
+                u = model.viclip.video_features(clips).float()
+            loss_au = 0.0
+        else:
+            u, loss_au = out.video_features.float(), out.loss
+        align = model.alignment(u, info["e"].float(), instructions)
+        scaler.scale(loss_au + config.ee_weight * loss_ee + config.align_weight * align.loss).backward()
+        for opt in [optimizers.arp, optimizers.alignment] + ([optimizers.viclip] if with_au else []):
+            scaler.step(opt)
+        scaler.update()
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for index in range(warmup):
+        step(index)
+    synchronize()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for index in range(warmup, warmup + steps):
+        step(index)
+    synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    figures = {
+        "step_s": seconds,
+        "samples_per_s": config.batch_size / seconds,
+        "peak_memory_gib": peak,
+        "projected_hours": config.steps * seconds / 3600,
+    }
+    print(
+        f"{config_path.name} on {device} ({model.config.viclip.name} + ARP {model.config.arp.name}, batch "
+        f"{config.batch_size}, precision {config.precision}, AU every {au_every or 'never'} steps), "
+        f"{steps} steps after {warmup} warm-up"
+    )
+    print(f"  joint step {seconds * 1e3:.1f} ms  ({figures['samples_per_s']:.1f} samples/s)")
+    print(f"  peak device memory {peak:.1f} GiB" if device.type == "cuda" else "  peak memory: CUDA only")
+    print(f"  -> {config.steps} steps ~ {figures['projected_hours']:.1f} h on one device")
+    return figures
+
+
 def report_forward(label: str, model: torch.nn.Module, seconds: dict[str, float]) -> None:
     """One line: the model's size in millions of parameters and each timed pass in milliseconds."""
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -264,7 +372,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's, else 2)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper-size forward passes")
     parser.add_argument("--large", action="store_true", help="also time ViCLIP-L/14 (~1.7 GB of weights)")
+    parser.add_argument(
+        "--device", help="time the config's joint step on this device (e.g. cuda), synthetic data"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="--device: timed steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=5, help="--device: untimed steps first")
     args = parser.parse_args()
+    if args.device:
+        config = load_train_config(args.config, ["data.root=/unused"])
+        bench_device(args.config, config, torch.device(args.device), args.steps, args.warmup)
+        return
     config = load_train_config(args.config, ["data.root=/unused", f"batch_size={args.batch_size}"])
     torch.set_num_threads(args.threads or config.threads or 2)
     bench_training(args.config, config, args.repeats)

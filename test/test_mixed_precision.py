@@ -15,6 +15,7 @@ from test_arp_model import random_batch
 from test_train_joint import CPU, data_root, small_config  # noqa: F401 - data_root is a fixture
 
 from mirror.model import WEIGHTS_NAME, MirrorModel
+from mirror.training.config import load_train_config
 from mirror.training.lamb import MAX_WEIGHT_NORM, Lamb
 from mirror.training.trainer import MirrorTrainer, precision_autocast
 from mirror_perception.configuration_viclip import get_config
@@ -30,6 +31,8 @@ from mirror_policy.arp.renderer import (
     view_rotations,
     view_to_cube,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -234,3 +237,17 @@ def test_fp16_training_scales_the_loss_skips_overflowing_steps_and_resumes_the_s
     assert resumed.scaler.get_scale() == trainer.scaler.get_scale() != scale
     with precision_autocast("fp16", CPU.device):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
+
+
+def test_the_device_benchmark_runs_a_configs_joint_step_on_synthetic_inputs(tmp_path: Path, capsys) -> None:
+    """bench_training.py --device (what a GPU machine runs for train_paper.yaml), here on the CPU in fp16."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_training", REPO / "bench" / "bench_training.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = load_train_config(None, ["data.root=/unused", "batch_size=2", "precision=fp16", "steps=80000"])
+    figures = bench.bench_device(Path("tiny.yaml"), config, torch.device("cpu"), steps=1, warmup=1)
+    assert figures["step_s"] > 0 and figures["samples_per_s"] == pytest.approx(2 / figures["step_s"])
+    assert figures["projected_hours"] == pytest.approx(80000 * figures["step_s"] / 3600)
+    assert "precision fp16" in capsys.readouterr().out
