@@ -787,6 +787,28 @@ def test_mirror_bringup_runs_the_loop_end_to_end(ros_env, checkpoint, params_fil
 
 
 @pytest.mark.faults
+def test_the_stack_runs_on_simulated_time(ros_env, checkpoint, params_file, tmp_path):
+    """The bridge publishes /clock (seconds since it started, far from wall time) and every node runs with
+    use_sim_time: stamps, ages and windows are judged on the ROS clock, so an episode runs as on wall time."""
+    params = yaml.safe_load(params_file.read_text())
+    for node in params.values():
+        node["ros__parameters"]["use_sim_time"] = True
+    params["sim_bridge"]["ros__parameters"]["publish_clock"] = True
+    sim_time = tmp_path / "sim_time.yaml"
+    sim_time.write_text(yaml.safe_dump(params))
+    run = Process(bringup_command(checkpoint, sim_time, "--episodes", "1"), main_command_env())
+    try:
+        assert run.proc.wait(300) == 0, run.text[-4000:]
+    finally:
+        run.stop(signal.SIGINT)
+    text = run.text
+    assert re.search(r"\[mirror_loop\]   final recognition over \d+ frames", text), text[-3000:]
+    assert re.search(r"\[mirror_loop\]   step 0: action xyz=", text), text[-3000:]
+    assert re.search(r"\[mirror_loop\]   episode (success|failure): \S", text)
+    assert "rejected (future stamp" not in text and "stale x" not in text and "Traceback" not in text
+
+
+@pytest.mark.faults
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
 def test_no_node_outlives_a_killed_or_hung_up_bringup(ros_env, checkpoint, params_file, signum):
     """SIGKILL: the kernel stops the nodes (they follow bringup's life); SIGHUP (the terminal closed): bringup

@@ -24,21 +24,24 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock as RclpyClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from mirror_common.cli import console_main
 from mirror_common.reasons import ReasonLog
 from mirror_common.ros.node_runtime import run_node
-from mirror_common.ros.qos import command_qos, latched_qos
+from mirror_common.ros.qos import command_qos, keep_last_qos, latched_qos
 from sim_bridge.errors import SimError
 from sim_bridge.observation import Observation
 from sim_bridge.ros.camera_publisher import CameraSetPublisher
 from sim_bridge.ros.episode import BACKENDS, MAX_SEED, NEXT_SEED, make_backend, validate_episode_request
 from sim_bridge.ros.errors import BridgeBusyError, MessageError
-from sim_bridge.ros.messages import action_vector_from_message, seconds, status_to_message
+from sim_bridge.ros.messages import action_vector_from_message, ns_to_stamp, seconds, status_to_message
 from sim_bridge.ros.status import ActionRejection, EpisodeStatus
 from sim_bridge.ros.topics import (
     ACTION_REJECTED_TOPIC,
@@ -61,6 +64,9 @@ from sim_bridge.ros.worker import MAX_PUBLISH_RATE, SimWorker, WorkerConfig
 
 PARAM_RESET_ON_START = "reset_on_start"
 PARAM_IDLE_RERENDER = "idle_rerender"
+PARAM_PUBLISH_CLOCK = "publish_clock"
+CLOCK_TOPIC = "/clock"
+CLOCK_RATE = 100.0  # Hz of /clock messages with publish_clock
 RESET_TIMEOUT = 120.0  # s a reset_episode call waits for the backend (CoppeliaSim loads scenes slowly)
 DEMO_START_TIMEOUT = 30.0
 REJECTION_LOG_PERIOD = (
@@ -116,6 +122,14 @@ def _parameter_descriptors() -> dict[str, tuple[Any, ParameterDescriptor]]:
             ),
         ),
         PARAM_RESET_ON_START: (True, _descriptor("start an episode from task/variation/seed at start-up")),
+        PARAM_PUBLISH_CLOCK: (
+            False,
+            _descriptor(
+                "publish simulated time on /clock (seconds since the bridge started), for nodes run with "
+                "use_sim_time:=true; read at start-up",
+                read_only=True,
+            ),
+        ),
         PARAM_IDLE_RERENDER: (
             False,
             _descriptor(
@@ -174,6 +188,8 @@ class SimBridgeNode(Node):
             super().destroy_node()
             raise
 
+        if self._param(PARAM_PUBLISH_CLOCK):
+            self._start_clock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_subscription(Float64MultiArray, KEYFRAME_ACTION_TOPIC, self._on_action, command_qos())
@@ -188,6 +204,20 @@ class SimBridgeNode(Node):
             ok, message = self.reset_episode()
             if not ok:
                 self.get_logger().error(f"start-up reset failed: {message}")
+
+    def _start_clock(self) -> None:
+        """Publish simulated time on /clock: seconds since start-up, from a steady clock (a timer on the
+        node's own clock would wait for /clock forever under use_sim_time). It starts near zero, far from wall
+        time, so a node that compared stamps with its wall clock instead of its ROS clock would fail."""
+        publisher = self.create_publisher(Clock, CLOCK_TOPIC, keep_last_qos(1))
+        steady = RclpyClock(clock_type=ClockType.STEADY_TIME)
+        start = steady.now().nanoseconds - 1_000_000_000  # sim time starts at 1 s
+
+        def tick() -> None:
+            publisher.publish(Clock(clock=ns_to_stamp(steady.now().nanoseconds - start)))
+
+        tick()
+        self.create_timer(1.0 / CLOCK_RATE, tick, clock=steady)
 
     # -- public API (also used by the services) ------------------------------------------------------------
     @property
