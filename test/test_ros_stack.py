@@ -681,6 +681,12 @@ class FakeBridge:
             publisher.publish(obs, ns_to_stamp(self.now_ns() - int(age * 1e9)))
             self.executor.spin_once(timeout_sec=0.1)
 
+    def stream_until(self, node: Process, text: str, publisher, obs, age: float = 0.0) -> None:
+        """Stream ``obs`` until ``node`` logs ``text`` (sets sent before discovery completes are lost)."""
+        deadline = time.monotonic() + 60
+        while text not in node.text and time.monotonic() < deadline:
+            self.stream(publisher, obs, 0.3, age)
+
     def wait_first_action(self) -> PolicyActionInfo:
         deadline = time.monotonic() + 60
         while not self.infos and time.monotonic() < deadline:
@@ -741,9 +747,9 @@ def test_policy_is_not_blinded_by_a_future_stamped_set_nor_fooled_by_mislabelled
     eleven_days = 11 * 24 * 3600.0
     try:
         bridge.start_episode(info.instruction)
-        bridge.stream(bridge.full, observation, 0.3, age=-eleven_days)
+        bridge.stream_until(policy, "rejected (future stamp", bridge.full, observation, age=-eleven_days)
         policy.wait_line(r"rejected \(future stamp, 1 so far\): .*ahead of this node's clock", 10)
-        bridge.stream(bridge.full, mislabelled, 0.5)
+        bridge.stream_until(policy, "outside the camera's", bridge.full, mislabelled)
         policy.wait_line(r"rejected \(malformed.*wrist/depth.*outside the camera's", 10)
         assert not bridge.infos
         bridge.wait_first_action()  # the next real sets are used at once
