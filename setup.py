@@ -72,6 +72,7 @@ setup(
             "export_checkpoint = mirror.training.export:main",
             "evaluate = mirror.evaluation.evaluate:main",
             "learning_curve = mirror.evaluation.learning_curve:main",
+            "keyframe_errors = mirror.evaluation.keyframe_errors:main",
             "video_camera_study = mirror.evaluation.video_camera_study:main",
             "mirror_study = mirror.evaluation.mirror_study:main",
             "sim_bridge_node = sim_bridge.ros.bridge_node:main",

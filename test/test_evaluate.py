@@ -435,3 +435,42 @@ def test_success_mean_and_std_over_seeds():
     assert summary["overall"]["success_mean"] == pytest.approx((0.75 + 0.25) / 2)
     assert summary["overall"]["success_per_seed"] == {"0": 0.25, "1": 0.75}
     assert summary["per_task"]["b"]["failures"]["max_steps"] == 3
+
+
+def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, dataset, tmp_path):
+    from mirror.evaluation.episode_data import keyframes_and_seed
+    from mirror.evaluation.held_out import held_out_from_split
+    from mirror.evaluation.keyframe_errors import ERRORS_NAME, SUMMARY_NAME, KeyframeError, summarise
+    from mirror.evaluation.keyframe_errors import main as keyframe_errors_main
+
+    out = tmp_path / "errors"
+    argv = [
+        "--checkpoints",
+        str(run_dir),
+        str(run_dir),
+        "--names",
+        "a",
+        "b",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert keyframe_errors_main(argv) == 0
+    rows = list(csv.DictReader((out / ERRORS_NAME).open()))
+    episodes = held_out_from_split(run_dir / "split.json")
+    expected = sum(len(keyframes_and_seed(e)[0]) for e in episodes)  # frame 0 + every keyframe but the last
+    assert len(rows) == 2 * expected and {r["model"] for r in rows} == {"a", "b"}
+    by_model = {name: [r["position_cm"] for r in rows if r["model"] == name] for name in ("a", "b")}
+    assert by_model["a"] == by_model["b"]  # the same checkpoint twice
+    assert all(float(r["position_cm"]) >= 0 and 0 <= float(r["rotation_deg"]) <= 180 for r in rows)
+    summary = list(csv.DictReader((out / SUMMARY_NAME).open()))
+    assert [r["task"] for r in summary if r["model"] == "a"][-1] == "all"
+    # the summary's arithmetic on hand-made errors
+    made = [KeyframeError("t", 0, 0, 0.5, 5.0, True), KeyframeError("t", 0, 1, 3.0, 20.0, False),
+            KeyframeError("t", 0, 2, 6.0, 30.0, True)]  # fmt: skip
+    row = summarise(made)[0]
+    assert (row["keyframes"], row["position_median_cm"], row["rotation_median_deg"]) == (3, 3.0, 20.0)
+    assert row["position_within_1cm_pct"] == pytest.approx(100 / 3)
+    assert row["position_beyond_5cm_pct"] == pytest.approx(100 / 3)
+    assert row["rotation_beyond_10deg_pct"] == pytest.approx(200 / 3)
+    assert row["gripper_accuracy_pct"] == pytest.approx(200 / 3)

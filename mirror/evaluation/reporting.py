@@ -209,7 +209,8 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    """``rows`` under the header ``columns``, written atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
@@ -246,9 +247,9 @@ def write_results(out_dir: Path, results: Mapping[str, Any]) -> dict[str, Path]:
     }
     text = json.dumps(_json_safe(results), indent=2, sort_keys=False) + "\n"
     atomic_write(paths["results"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    _write_csv(paths["per_task_csv"], TASK_COLUMNS, task_rows(results))
-    _write_csv(paths["summary_csv"], SUMMARY_COLUMNS, summary_rows(results))
-    _write_csv(paths["variation_csv"], VARIATION_COLUMNS, variation_rows(results))
+    write_csv(paths["per_task_csv"], TASK_COLUMNS, task_rows(results))
+    write_csv(paths["summary_csv"], SUMMARY_COLUMNS, summary_rows(results))
+    write_csv(paths["variation_csv"], VARIATION_COLUMNS, variation_rows(results))
     for name, model in results["models"].items():
         if "confusion" in model.get("recognition", {}):
             path = out_dir / confusion_file(name, "csv")

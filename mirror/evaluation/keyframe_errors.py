@@ -1,0 +1,185 @@
+"""``keyframe_errors``: how far each predicted keyframe lands from the demonstration's, per task and step.
+
+For every held-out demonstration the policy acts from the observations it acts from in the demo (frame 0,
+then each keyframe but the last, as in the alignment pairs) under the episode's instruction, and its action is
+compared with the demo's next keyframe: the position error (cm), the rotation error (degrees, the angle
+between the two orientations) and whether the gripper command matches. Rollout success says whether an episode
+works; these figures say which part of the action misses and by how much, without the simulator
+(``keyframe_noise`` gives the tolerance each task needs).
+
+    keyframe_errors --checkpoints runs/mirror checkpoints/mirror_cpu_small --names new shipped --out DIR
+
+writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
+``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mirror.agent import MirrorAgent
+from mirror.evaluation.episode_data import keyframes_and_seed, load_observations, policy_frames
+from mirror.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
+from mirror.evaluation.model_source import resolve_checkpoint
+from mirror.evaluation.reporting import write_csv
+from mirror_common.cli import EXIT_USAGE, console_main
+from mirror_common.outputs import prepare_output_directory
+from mirror_policy.arp.action_tokens import quaternion_angle_deg
+from sim_bridge.actions import MAX_KEYFRAMES
+from sim_bridge.dataset import load_episode
+
+log = logging.getLogger("keyframe_errors")
+
+ERRORS_NAME = "keyframe_errors.csv"
+SUMMARY_NAME = "keyframe_errors_summary.csv"
+ALL_TASKS = "all"
+SUMMARY_COLUMNS = (
+    "task", "keyframes", "position_mean_cm", "position_median_cm", "position_within_1cm_pct",
+    "position_within_2cm_pct", "position_beyond_5cm_pct", "rotation_median_deg", "rotation_beyond_10deg_pct",
+    "gripper_accuracy_pct",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KeyframeError:
+    """One predicted keyframe against the demonstration's."""
+
+    task: str
+    episode: int
+    step: int
+    position_cm: float
+    rotation_deg: float
+    gripper_match: bool
+
+
+def keyframe_errors(
+    agent: MirrorAgent, episodes: Sequence[HeldOutEpisode], progress: bool = True
+) -> list[KeyframeError]:
+    """The errors of every step the policy acts at in ``episodes`` (see the module docstring)."""
+    cameras = list(agent.model.arp.config.cameras)
+    errors: list[KeyframeError] = []
+    for episode in tqdm(episodes, desc="keyframes", unit="ep", disable=not progress):
+        keyframes, _ = keyframes_and_seed(episode)
+        frames = policy_frames(keyframes)
+        observations = load_observations(episode, [frame for frame, _ in frames], cameras)
+        targets = load_episode(episode.record, cameras=[], frames=list(keyframes)).observations
+        for observation, (_, step), target in zip(observations, frames, targets):
+            action, _ = agent.act(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
+            pose = np.asarray(target.gripper_pose, dtype=np.float64)
+            rotation = quaternion_angle_deg(
+                torch.as_tensor(action.quaternion, dtype=torch.float64), torch.as_tensor(pose[3:7])
+            )
+            errors.append(
+                KeyframeError(
+                    task=episode.task,
+                    episode=episode.episode,
+                    step=step,
+                    position_cm=100.0 * float(np.linalg.norm(action.position - pose[:3])),
+                    rotation_deg=float(rotation),
+                    gripper_match=action.gripper_open == (float(target.gripper_open) > 0.5),
+                )
+            )
+    return errors
+
+
+def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
+    """Per task, then over all tasks: count, position mean / median and the shares within 1 cm, within 2 cm
+    and beyond 5 cm, rotation median and the share beyond 10 degrees, gripper accuracy (percentages)."""
+    groups: dict[str, list[KeyframeError]] = {}
+    for error in errors:
+        groups.setdefault(error.task, []).append(error)
+    rows = []
+    for task, group in [*sorted(groups.items()), (ALL_TASKS, list(errors))]:
+        if not group:
+            continue
+        position = [e.position_cm for e in group]
+        rotation = [e.rotation_deg for e in group]
+
+        def share(values: list[float], test) -> float:  # noqa: ANN001 - a predicate
+            return 100.0 * sum(1 for v in values if test(v)) / len(values)
+
+        values = (
+            task,
+            len(group),
+            statistics.fmean(position),
+            statistics.median(position),
+            share(position, lambda v: v < 1.0),
+            share(position, lambda v: v < 2.0),
+            share(position, lambda v: v > 5.0),
+            statistics.median(rotation),
+            share(rotation, lambda v: v > 10.0),
+            100.0 * sum(e.gripper_match for e in group) / len(group),
+        )
+        rows.append(dict(zip(SUMMARY_COLUMNS, values)))
+    return rows
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if math.isfinite(value) else ""
+    return str(value)
+
+
+def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
+    """Both CSVs of the module docstring for ``{model name: errors}``."""
+    fields = tuple(KeyframeError.__dataclass_fields__)
+    rows = [{"model": name, **{k: _format(v) for k, v in asdict(e).items()}}
+            for name, errors in results.items() for e in errors]  # fmt: skip
+    write_csv(out / ERRORS_NAME, ("model", *fields), rows)
+    summary = [{"model": name, **{k: _format(v) for k, v in row.items()}}
+               for name, errors in results.items() for row in summarise(errors)]  # fmt: skip
+    write_csv(out / SUMMARY_NAME, ("model", *SUMMARY_COLUMNS), summary)
+
+
+def held_out_episodes(checkpoint: Path, data: Path | None, tasks: Sequence[str]) -> list[HeldOutEpisode]:
+    """``--data``'s episodes when given, else the held-out rows of the checkpoint's ``split.json``."""
+    if data is not None:
+        return held_out_from_dataset(data, tasks)
+    resolved = resolve_checkpoint(checkpoint)
+    split = resolved.split_file or resolved.model_dir / "split.json"
+    return held_out_from_split(split, tasks)
+
+
+@console_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="keyframe_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="run or model directories")
+    parser.add_argument("--names", nargs="+", help="one name per checkpoint (default: the directory names)")
+    parser.add_argument(
+        "--data", type=Path, help="episodes to measure on (default: each run's held-out split)"
+    )
+    parser.add_argument("--tasks", nargs="*", default=[], help="only these tasks")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the two CSVs")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    names = args.names or [path.name for path in args.checkpoints]
+    if len(names) != len(args.checkpoints):
+        log.error("--names needs one name per checkpoint (%d for %d)", len(names), len(args.checkpoints))
+        return EXIT_USAGE
+    out = prepare_output_directory(args.out, "--out directory")
+    results = {}
+    for name, checkpoint in zip(names, args.checkpoints):
+        agent = MirrorAgent.from_pretrained(resolve_checkpoint(checkpoint).model_dir)
+        episodes = held_out_episodes(checkpoint, args.data, args.tasks)
+        results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
+        overall = summarise(results[name])[-1]
+        log.info(
+            "%s: %d keyframes, position median %.2f cm, rotation median %.1f deg",
+            *(name, overall["keyframes"], overall["position_median_cm"], overall["rotation_median_deg"]),
+        )
+    write_errors(out, results)
+    log.info("wrote %s and %s", out / ERRORS_NAME, out / SUMMARY_NAME)
+    return 0
