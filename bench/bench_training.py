@@ -39,10 +39,11 @@ import torch  # noqa: E402
 
 from mirror.agent import MirrorAgent  # noqa: E402
 from mirror.model import MirrorModel  # noqa: E402
+from mirror.precision import precision_autocast  # noqa: E402
 from mirror.training.config import TrainConfig, load_train_config  # noqa: E402
 from mirror.training.data import stack_samples  # noqa: E402
 from mirror.training.optim import build_optimizers  # noqa: E402
-from mirror.training.trainer import VideoFeatureThread, precision_autocast  # noqa: E402
+from mirror.training.trainer import VideoFeatureThread  # noqa: E402
 from mirror_policy.arp.augmentation import augment_batch  # noqa: E402
 from mirror_policy.arp.preprocessing import observation_to_sample  # noqa: E402
 

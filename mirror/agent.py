@@ -2,13 +2,15 @@
 observation and an instruction (embodied execution), the instruction a video shows (action understanding),
 and the representations u / e and their aligned images T_u u / T_e e (for alignment analysis).
 
-Everything runs in eval mode without gradients. Language features and recognition text embeddings are cached
-per instruction: the model is frozen here, so they never change.
+Everything runs in eval mode without gradients, in float32 or (``precision``) under bf16 / fp16 autocast with
+float32 weights, as in training. Language features and recognition text embeddings are cached per instruction:
+the model is frozen here, so they never change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mirror.model import MirrorModel
+from mirror.precision import INFERENCE_PRECISIONS, precision_autocast
 from mirror_perception.demonstration import Frames, demonstration_clip, recognize_demonstration
 from mirror_perception.recognition import InstructionRecognizer
 from mirror_policy.arp.preprocessing import make_batch
@@ -29,17 +32,25 @@ __all__ = ["MirrorAgent"]
 class MirrorAgent:
     """A trained mirror model behind a small numpy-in / numpy-out interface."""
 
-    def __init__(self, model: MirrorModel, device: str = "cpu") -> None:
+    def __init__(self, model: MirrorModel, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {INFERENCE_PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
+        self.precision = precision
         self.model = model.to(self.device).eval()
         self.config = model.config
         self._language: dict[str | None, tuple[Tensor, Tensor]] = {}
         self._recognizers: dict[tuple[str, ...], InstructionRecognizer] = {}
 
     @classmethod
-    def from_pretrained(cls, directory: Path | str, device: str = "cpu") -> MirrorAgent:
+    def from_pretrained(
+        cls, directory: Path | str, device: str = "cpu", precision: str = "fp32"
+    ) -> MirrorAgent:
         """Load a checkpoint written by ``MirrorModel.save_pretrained`` (or by ``train_joint``)."""
-        return cls(MirrorModel.from_pretrained(directory, map_location=device), device=device)
+        return cls(MirrorModel.from_pretrained(directory, map_location=device), device, precision)
+
+    def _autocast(self) -> AbstractContextManager:
+        return precision_autocast(self.precision, self.device)
 
     # --------------------------------------------------------------------------- embodied execution
     @torch.no_grad()
@@ -74,7 +85,8 @@ class MirrorAgent:
             [observation], self.model.arp.config, lang, mask, [step], episode_length=episode_length
         )
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        actions, e = self.model.arp.predict_action(batch)
+        with self._autocast():
+            actions, e = self.model.arp.predict_action(batch)
         action = KeyframeAction.from_vector(actions[0].double().cpu().numpy())
         return action, e[0].float().cpu().numpy()
 
@@ -104,14 +116,17 @@ class MirrorAgent:
         ViCLIP's temperature with ``probabilities=True``): :func:`~mirror_perception.demonstration.
         recognize_demonstration`, the path the perception node and ``evaluate`` share.
         """
-        return recognize_demonstration(self.recognizer(instructions), frames, top_k, probabilities)
+        recognizer = self.recognizer(instructions)
+        with self._autocast():
+            return recognize_demonstration(recognizer, frames, top_k, probabilities)
 
     # ------------------------------------------------------------------------------ representations
     @torch.no_grad()
     def video_embedding(self, frames: Frames) -> np.ndarray:
         """u, ViCLIP's (unnormalised) video feature ``(viclip.embed_dim,)`` of a whole demonstration."""
         clip = demonstration_clip(frames, self.config.clip_frames)
-        u = self.model.viclip.video_features(clip[None])
+        with self._autocast():
+            u = self.model.viclip.video_features(clip[None])
         return u[0].float().cpu().numpy()
 
     @torch.no_grad()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mirror.precision import precision_autocast
 from mirror.training.lamb import Lamb
-from mirror.training.trainer import precision_autocast
 from mirror_policy.arp.configuration import ARPConfig
 from mirror_policy.arp.modeling import ARPPolicy
 

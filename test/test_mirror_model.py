@@ -293,3 +293,21 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
         export_checkpoint(run, run / "final")
     with pytest.raises(FileNotFoundError, match="finished train_joint run"):
         export_checkpoint(tmp_path / "nothing_here", tmp_path / "x")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_act_and_recognize_under_autocast_stay_close_to_float32(saved: Path, sim_observation, precision) -> None:
+    info, observation = sim_observation
+    reference = MirrorAgent.from_pretrained(saved)
+    lowered = MirrorAgent.from_pretrained(saved, precision=precision)
+    assert all(p.dtype == torch.float32 for p in lowered.model.parameters())  # weights stay float32
+    action, e = reference.act(observation, info.instruction, step=0)
+    action_low, e_low = lowered.act(observation, info.instruction, step=0)
+    assert np.linalg.norm(action_low.position - action.position) < 0.05  # 5 cm, two 64^2 heatmap stages
+    assert np.allclose(e_low, e, atol=0.1) and e_low.dtype == np.float32
+    video = np.stack([observation.camera(reference.config.camera_for_video).rgb] * 12)
+    scores = dict(reference.recognize(video, top_k=len(INSTRUCTIONS)))
+    scores_low = dict(lowered.recognize(video, top_k=len(INSTRUCTIONS)))
+    assert all(abs(scores_low[name] - score) < 0.02 for name, score in scores.items())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        MirrorAgent(reference.model, precision="tf32")

@@ -15,9 +15,10 @@ from test_arp_model import random_batch
 from test_train_joint import CPU, data_root, small_config  # noqa: F401 - data_root is a fixture
 
 from mirror.model import WEIGHTS_NAME, MirrorModel
+from mirror.precision import precision_autocast
 from mirror.training.config import load_train_config
 from mirror.training.lamb import MAX_WEIGHT_NORM, Lamb
-from mirror.training.trainer import MirrorTrainer, precision_autocast
+from mirror.training.trainer import MirrorTrainer
 from mirror_perception.configuration_viclip import get_config
 from mirror_perception.modeling_viclip import ViCLIP
 from mirror_perception.tokenizer import ClipTokenizer

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from mirror.evaluation.errors import EvaluationError
+from mirror.precision import precision_autocast
 from mirror.training.config import TrainConfig, TrainConfigError, load_train_config
 from mirror.training.data import (
     STREAM_DATA,
@@ -39,7 +40,6 @@ from mirror.training.data import (
     step_seed,
 )
 from mirror.training.optim import MirrorOptimizers, build_viclip_optimizer
-from mirror.training.trainer import precision_autocast
 from mirror_common.cli import console_main
 from mirror_perception.demonstration import demonstration_clip_indices
 from mirror_perception.modeling_viclip import ViCLIP

@@ -31,7 +31,6 @@ import math
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mirror.alignment import alignment_recall_at_1, mutual_information_lower_bound
 from mirror.model import MirrorModel
+from mirror.precision import precision_autocast
 from mirror.training import run_directory as ckpt
 from mirror.training.config import TrainConfig, TrainConfigError
 from mirror.training.data import (
@@ -71,21 +71,6 @@ from mirror_perception.recognition import InstructionRecognizer
 from mirror_perception.weights import load_official_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def precision_autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """The context of the training forward passes: bf16 or fp16 autocast for those precisions, else none.
-
-    Autocast lowers only the compute (matmuls, convolutions) to bf16; the parameters stay float32 master
-    weights, so gradients, optimizer states and checkpoints are float32 whatever the precision and a run
-    resumes (or its checkpoints load) under any precision. Where bf16 would hurt (the point renderer, the
-    heatmap / rotation / InfoNCE losses and their softmaxes) the models compute in float32 themselves.
-    """
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
 
 
 class VideoFeatureThread:
