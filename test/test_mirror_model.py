@@ -296,7 +296,7 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_act_and_recognize_under_autocast_stay_close_to_float32(saved: Path, sim_observation, precision) -> None:
+def test_act_and_recognize_under_autocast_stay_close_to_float32(saved: Path, sim_observation, precision):
     info, observation = sim_observation
     reference = MirrorAgent.from_pretrained(saved)
     lowered = MirrorAgent.from_pretrained(saved, precision=precision)
