@@ -458,6 +458,9 @@ def test_one_future_stamped_set_does_not_blind_the_synchroniser():
     )
     clock.ns = T0 + 10**8
     assert [s.stamp_ns for s in feed(sync, set_messages(FRAMES, T0 + 10**8))] == [T0 + 10**8]
+    # under use_sim_time the clock reads 0 until /clock arrives: stamps are not judged against it then
+    unset = CameraSetSynchronizer(clock=FakeClock(0))
+    assert len(feed(unset, set_messages(FRAMES, 5 * 10**9))) == 1 and unset.stats.future == 0
 
 
 @pytest.mark.faults

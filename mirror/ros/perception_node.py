@@ -138,7 +138,8 @@ class PerceptionNode(Node):
         except MessageError as err:
             self.rejections.record("malformed", f"{self.camera} frame: {err}")
             return
-        note = self.window.add(stamp_to_ns(msg.header.stamp), rgb, self.get_clock().now().nanoseconds)
+        now = self.get_clock().now().nanoseconds  # 0 under use_sim_time until /clock arrives: not judged
+        note = self.window.add(stamp_to_ns(msg.header.stamp), rgb, now or None)
         if note is not None:
             self.rejections.record(note.reason, f"{self.camera} frame: {note.message}")
 

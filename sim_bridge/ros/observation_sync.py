@@ -146,8 +146,9 @@ class CameraSetSynchronizer:
         if key not in self._required:
             raise ValueError(f"this synchroniser does not take {camera}/{kind}")
         stamp = stamp_to_ns(msg.header.stamp)
-        ahead = stamp - self.clock()
-        if ahead > self.config.max_future * 1e9:
+        now = self.clock()
+        ahead = stamp - now
+        if now > 0 and ahead > self.config.max_future * 1e9:  # 0: simulated time has not started yet
             self.stats.future += 1
             self.rejections.record(
                 "future stamp",
