@@ -68,6 +68,7 @@ def test_outcome_alignment_splits_and_pairs_like_held_out_pairs(run: Path) -> No
         outcome_alignment(agent, outcomes, features[:1])
 
 
+@pytest.mark.slow  # a full joint step / evaluate with rollouts: seconds, kept out of the quick tier
 def test_evaluate_reports_rollout_alignment_with_trained_and_probed_heads(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     argv = ["--checkpoints", str(run), "--out", str(out), "--episodes", "2", "--eval-seeds", "0",

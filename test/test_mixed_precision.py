@@ -240,6 +240,7 @@ def test_fp16_training_scales_the_loss_skips_overflowing_steps_and_resumes_the_s
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
 
 
+@pytest.mark.slow  # a full joint step / evaluate with rollouts: seconds, kept out of the quick tier
 def test_the_device_benchmark_runs_a_configs_joint_step_on_synthetic_inputs(tmp_path: Path, capsys) -> None:
     """bench_training.py --device (what a GPU machine runs for train_paper.yaml), here on the CPU in fp16."""
     import importlib.util
