@@ -172,6 +172,37 @@ def test_sweep_success_needs_all_dirt_in_the_named_dustpan(bullet_env):
     assert env.success()
 
 
+def test_broom_never_spawns_inside_a_dustpan(bullet_env):
+    """This scene's first broom draw reached into the short pan, and physics pushed it through the table."""
+    env = bullet_env
+    env.reset("sweep_to_dustpan_of_size", 0, seed=5 * 2**30 + 8)
+    task = env.task
+    standing = TABLE_HEIGHT + sweep._HEAD_HALF[2]
+    assert task.scene.pose(task.broom)[0][2] == pytest.approx(standing, abs=1e-3)
+    for pan in task.pans.values():
+        assert not p.getClosestPoints(task.broom, pan, sweep._BROOM_CLEARANCE, physicsClientId=env.client)
+
+
+def test_held_broom_head_passes_the_table_like_bristles(bullet_env):
+    env = bullet_env
+    env.reset("sweep_to_dustpan_of_size", 0, seed=3)
+    task = env.task
+    pos, quat = task.scene.pose(task.broom)
+
+    def table_contacts_with_head_pressed_in() -> int:
+        p.resetBasePositionAndOrientation(task.broom, pos - [0, 0, 0.005], quat, physicsClientId=env.client)
+        p.performCollisionDetection(physicsClientId=env.client)
+        return len(p.getContactPoints(task.broom, env.table, physicsClientId=env.client))
+
+    assert table_contacts_with_head_pressed_in() > 0  # standing on the table, it rests on it
+    env.robot.attach(task.broom)
+    task.on_tick()
+    assert table_contacts_with_head_pressed_in() == 0
+    env.robot.release()
+    task.on_tick()
+    assert table_contacts_with_head_pressed_in() > 0
+
+
 def test_place_cups_counts_mugs_threaded_on_spokes(bullet_env):
     env = bullet_env
     env.reset("place_cups", 1, seed=4)  # two mugs asked for

@@ -66,20 +66,9 @@ class BulletBackend:
     def __init__(self, config: BulletConfig | None = None) -> None:
         self.config = config or BulletConfig()
         self.client = p.connect(p.DIRECT)
-        p.setGravity(0, 0, -9.81, physicsClientId=self.client)
-        p.setTimeStep(1.0 / self.config.physics_hz, physicsClientId=self.client)
         self._substeps = round(self.config.physics_hz / self.config.control_hz)
-        self.floor = shapes.create_body(
-            self.client, [shapes.box((3.0, 3.0, 0.01), (0.55, 0.55, 0.55, 1))], (0, 0, -0.01)
-        )
-        self.table = shapes.create_body(
-            self.client,
-            [shapes.box((0.75, 0.75, 0.02), (0.72, 0.6, 0.45, 1))],
-            (0.15, 0.0, TABLE_HEIGHT - 0.02),
-        )
-        self.robot = PandaArm(self.client, base_position=(-0.3, 0.0, TABLE_HEIGHT))
+        self._build_world()
         self.rig = CameraRig(self.client, self.config.cameras, self.config.image_size)
-        self._static = {self.floor, self.table, self.robot.body}
         self.task: Task | None = None
         self.scene: TaskScene | None = None
         self.info: EpisodeInfo | None = None
@@ -105,12 +94,12 @@ class BulletBackend:
         new_task = make_task(task)  # unknown names fail before anything is torn down
         if not 0 <= variation < new_task.variation_count():
             new_task.setup(
-                TaskScene(self.client, self.robot, np.random.default_rng(seed)), variation
+                TaskScene(self.client, self.robot, self.table, np.random.default_rng(seed)), variation
             )  # raises
         self._clear_scene()
         self._rng = np.random.default_rng(seed)
         self.robot.reset(HOME)
-        self.scene = TaskScene(self.client, self.robot, np.random.default_rng(seed))
+        self.scene = TaskScene(self.client, self.robot, self.table, np.random.default_rng(seed))
         self.task = new_task
         new_task.setup(self.scene, variation)
         for _ in range(self._substeps * 5):  # let objects settle on the table
@@ -374,12 +363,29 @@ class BulletBackend:
             on_frame(self._last_obs)
 
     # -- helpers -------------------------------------------------------------------------------------------
+    def _build_world(self) -> None:
+        """An empty physics world with floor, table and arm.
+
+        Every reset starts from here (``resetSimulation``), not from the last episode minus its bodies:
+        body ids, contact caches and solver warm starts would otherwise carry over, and a seeded episode's
+        outcome would depend on the episodes run before it in the same process (measured: the scripted
+        sweep demo of one seed succeeded alone and failed after another episode).
+        """
+        p.resetSimulation(physicsClientId=self.client)
+        p.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        p.setTimeStep(1.0 / self.config.physics_hz, physicsClientId=self.client)
+        self.floor = shapes.create_body(
+            self.client, [shapes.box((3.0, 3.0, 0.01), (0.55, 0.55, 0.55, 1))], (0, 0, -0.01)
+        )
+        self.table = shapes.create_body(
+            self.client,
+            [shapes.box((0.75, 0.75, 0.02), (0.72, 0.6, 0.45, 1))],
+            (0.15, 0.0, TABLE_HEIGHT - 0.02),
+        )
+        self.robot = PandaArm(self.client, base_position=(-0.3, 0.0, TABLE_HEIGHT))
+
     def _clear_scene(self) -> None:
-        self.robot.release()
-        for i in reversed(range(p.getNumBodies(physicsClientId=self.client))):
-            body = p.getBodyUniqueId(i, physicsClientId=self.client)
-            if body not in self._static:
-                p.removeBody(body, physicsClientId=self.client)
+        self._build_world()
         self.task = self.scene = self.info = None
 
     def _require_task(self) -> Task:

@@ -64,10 +64,11 @@ class Waypoint:
 
 @dataclass
 class TaskScene:
-    """What a task builds with: the physics client, the robot, and the episode's random generator."""
+    """What a task builds with: the physics client, the robot, the table and the episode's random numbers."""
 
     client: int
     robot: PandaArm
+    table: int
     rng: np.random.Generator
     bodies: list[int] = field(default_factory=list)
 
