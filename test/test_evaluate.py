@@ -21,6 +21,7 @@ from mirror.evaluation import (
     EvaluationError,
     EvaluationSettings,
     SeedCollisionError,
+    rollout_pool,
     run_episode,
     run_evaluation,
 )
@@ -272,6 +273,21 @@ def test_comparison_mode_puts_both_models_in_one_table(run_dir, dataset, tmp_pat
         assert {r["model"] for r in csv.DictReader(handle)} == {"mirror", "baseline"}
     assert (out / "tsne.png").is_file() and (out / "recognition.png").is_file()
     assert not (out / "success.png").exists()
+
+
+def test_precision_reaches_every_agent_and_is_recorded(run_dir, dataset, tmp_path, one_torch_thread):
+    out = tmp_path / "bf16"
+    argv = ["--checkpoints", str(run_dir), "--names", "m", "--data", str(dataset), "--out", str(out)]
+    assert main([*argv, "--precision", "bf16", "--skip-rollouts", "--no-progress"]) == 0
+    model = json.loads((out / "results.json").read_text())["models"]["m"]
+    assert model["precision"] == "bf16" and len(model["recognition"]["records"]) == 2
+    rollout_pool._init_worker(RolloutJob(run_dir / "final", max_steps=1, precision="fp16"))
+    worker_env, worker_agent, _ = rollout_pool._WORKER
+    rollout_pool._WORKER = None
+    worker_env.close()
+    assert worker_agent.precision == "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        EvaluationSettings(precision="int8").validate()
 
 
 class FixedTargetPolicy:

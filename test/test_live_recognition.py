@@ -271,3 +271,37 @@ def test_perception_node_watches_the_checkpoints_camera_only(checkpoint, one_tor
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_nodes_take_an_inference_precision_and_refuse_an_unknown_one(checkpoint, one_torch_thread):
+    require_module("rclpy")
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from mirror.ros.perception_node import PerceptionNode
+    from mirror.ros.policy_node import PolicyNode
+    from mirror_common.ros.node_runtime import NodeStartupError
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        for node_type in (PerceptionNode, PolicyNode):
+            with pytest.raises(NodeStartupError, match="'precision' must be one of"):
+                node_type(
+                    context=context,
+                    parameter_overrides=[
+                        Parameter("checkpoint", value=str(checkpoint)),
+                        Parameter("precision", value="fp8"),
+                    ],
+                )
+            node = node_type(
+                context=context,
+                parameter_overrides=[
+                    Parameter("checkpoint", value=str(checkpoint)),
+                    Parameter("precision", value="bf16"),
+                ],
+            )
+            assert node.agent.precision == "bf16"
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

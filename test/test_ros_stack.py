@@ -825,7 +825,11 @@ def test_no_node_outlives_a_killed_or_hung_up_bringup(ros_env, checkpoint, param
         run.wait_line(r"\[policy\].*policy ready", 180)
         pids = run.pids()
         run.proc.send_signal(signum)
-        wait_for(lambda: not any(process_alive(p) for p in pids.values()), 30, "every node to exit")
+        try:
+            wait_for(lambda: not any(process_alive(p) for p in pids.values()), 30, "every node to exit")
+        except AssertionError as err:
+            alive = [name for name, pid in pids.items() if process_alive(pid)]
+            raise AssertionError(f"{err}; still running: {alive}; output:\n{run.text[-3000:]}") from None
         run.proc.wait(30)
     finally:
         run.stop(signal.SIGKILL)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.runner import EvaluationSettings, run_evaluation
+from mirror.precision import INFERENCE_PRECISIONS
 from mirror.training.run_directory import FINAL_DIR
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--planning-time", type=float, help="planner seconds per keyframe (simulator default)"
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--precision", choices=INFERENCE_PRECISIONS, default="fp32",
+        help="inference compute: fp32, or bf16 / fp16 autocast with float32 weights (MirrorAgent)",
+    )  # fmt: skip
     parser.add_argument("--tsne-max-points", type=int, default=2000)
     parser.add_argument(
         "--processes", type=int, default=1, help="simulator processes for the rollouts (one per core)"
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         alignment=not args.skip_alignment,
         rollouts=not args.skip_rollouts,
         device=args.device,
+        precision=args.precision,
         planning_time=args.planning_time,
         progress=not args.no_progress,
         tsne_max_points=args.tsne_max_points,

@@ -34,6 +34,7 @@ class RolloutJob:
     point_cloud_dir: Path | None = None
     blind: bool = False  # the instruction-blind control (run_episode)
     features: bool = False  # keep each rollout's u and e (execution_alignment; renders every tick)
+    precision: str = "fp32"  # the agent's inference compute (MirrorAgent)
 
 
 @dataclass
@@ -86,7 +87,7 @@ def _init_worker(job: RolloutJob) -> None:
     global _WORKER
     torch.set_num_threads(1)
     agent = MirrorAgent(
-        MirrorModel.from_pretrained(job.model_dir, map_location=job.device), device=job.device
+        MirrorModel.from_pretrained(job.model_dir, map_location=job.device), job.device, job.precision
     )
     _WORKER = (embedded_simulator(agent.config.arp.camera_resolution, job.planning_time), agent, job)
 

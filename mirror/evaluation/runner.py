@@ -36,6 +36,7 @@ from mirror.evaluation.rollout_pool import (
 from mirror.evaluation.seeds import EPISODE_STRIDE, MAX_EVAL_SEED, check_disjoint
 from mirror.evaluation.seeds import __doc__ as SEED_RULES
 from mirror.model import MirrorModel
+from mirror.precision import INFERENCE_PRECISIONS
 from mirror_common.outputs import OutputDirectoryError, prepare_output_directory
 from sim_bridge.actions import MAX_KEYFRAMES
 from sim_bridge.backend import SimBackend
@@ -62,6 +63,7 @@ class EvaluationSettings:
     alignment: bool = True
     rollouts: bool = True
     device: str = "cpu"
+    precision: str = "fp32"  # the agent's inference compute (MirrorAgent): fp32, bf16 or fp16 autocast
     planning_time: float | None = None  # simulator planner budget per keyframe (None: its default)
     progress: bool = True
     tsne_max_points: int = 2000
@@ -80,6 +82,8 @@ class EvaluationSettings:
             raise ValueError(f"episodes must lie in [1, {EPISODE_STRIDE}], got {self.episodes}")
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {INFERENCE_PRECISIONS}, got {self.precision!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.eval_seeds:
@@ -206,13 +210,14 @@ def evaluate_model(
     them."""
     resolved = resolve_checkpoint(checkpoint)
     agent = MirrorAgent(MirrorModel.from_pretrained(resolved.model_dir, map_location=settings.device),
-                        device=settings.device)  # fmt: skip
+                        settings.device, settings.precision)  # fmt: skip
     vocabulary = list(agent.config.instructions)
     pairing = settings.pairing or agent.config.alignment.pairing
     results: dict = {
         "checkpoint": str(resolved.model_dir),
         "split_file": None if resolved.split_file is None else str(resolved.split_file),
         "vocabulary_size": len(vocabulary),
+        "precision": settings.precision,
     }
     evaluation = ModelEvaluation(name, results)
     probed_agent: MirrorAgent | None = None
@@ -247,7 +252,7 @@ def evaluate_model(
                 settings.progress,
             )  # fmt: skip
             probed_agent = MirrorAgent(MirrorModel.from_pretrained(probed, map_location=settings.device),
-                                       device=settings.device)  # fmt: skip
+                                       settings.device, settings.precision)  # fmt: skip
             # the encoders are frozen, so the held-out u and e are the same: only the heads change
             results["alignment_probe"] = {
                 "pairing": pairing, "probe_steps": settings.probe_steps, "model": str(probed),
@@ -269,7 +274,7 @@ def evaluate_model(
         results["rollout_variations"] = variations
         job = RolloutJob(
             resolved.model_dir, settings.max_steps, settings.device, settings.planning_time, video_dir,
-            point_cloud_dir, features=settings.rollout_alignment,
+            point_cloud_dir, features=settings.rollout_alignment, precision=settings.precision,
         )  # fmt: skip
         rollouts = _rollouts(job, plans, settings, agent, env, f"{name}: rollouts")
         evaluation.outcomes = [r.outcome for r in rollouts]

@@ -7,16 +7,24 @@ from pathlib import Path
 import torch
 
 from mirror.agent import MirrorAgent
+from mirror.precision import INFERENCE_PRECISIONS
 from mirror.ros.launch_config import data_root, resolve_data_path
 from mirror_common.errors import MirrorError
 from mirror_common.ros.node_runtime import NodeStartupError
 
 
-def load_agent(checkpoint: str, device: str = "cpu", threads: int = 0) -> tuple[MirrorAgent, Path]:
+def load_agent(
+    checkpoint: str, device: str = "cpu", threads: int = 0, precision: str = "fp32"
+) -> tuple[MirrorAgent, Path]:
     """``(MirrorAgent, resolved checkpoint directory)``; :class:`NodeStartupError` when it cannot be loaded.
 
-    ``threads`` > 0 caps torch's intra-op threads (several model processes share small machines).
+    ``threads`` > 0 caps torch's intra-op threads (several model processes share small machines);
+    ``precision`` is :class:`MirrorAgent`'s (fp32, bf16 or fp16 autocast).
     """
+    if precision not in INFERENCE_PRECISIONS:
+        raise NodeStartupError(
+            f"parameter 'precision' must be one of {INFERENCE_PRECISIONS}, got {precision!r}"
+        )
     if not isinstance(checkpoint, str) or not checkpoint.strip():
         raise NodeStartupError(
             "parameter 'checkpoint' is empty: pass checkpoint:=<MirrorModel checkpoint dir>"
@@ -30,7 +38,7 @@ def load_agent(checkpoint: str, device: str = "cpu", threads: int = 0) -> tuple[
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        agent = MirrorAgent.from_pretrained(path, device=device)
+        agent = MirrorAgent.from_pretrained(path, device=device, precision=precision)
     except (MirrorError, OSError, RuntimeError, ValueError) as err:
         raise NodeStartupError(f"cannot load checkpoint {path}: {err}") from err
     return agent, path

@@ -15,6 +15,7 @@ POLICY_PARAMETERS: dict[str, object] = {
     "checkpoint": DEFAULT_CHECKPOINT,
     "device": "cpu",
     "threads": 0,  # torch intra-op threads, 0 = torch's default
+    "precision": "fp32",  # inference compute: fp32, or bf16 / fp16 autocast (float32 weights)
     "max_set_age": 0.5,  # s; older camera sets are stale
     "observation_timeout": 2.0,  # s without a usable set, while an action is due, before a warning
     "max_invalid_depth_fraction": 0.5,
@@ -24,6 +25,7 @@ PERCEPTION_PARAMETERS: dict[str, object] = {
     "checkpoint": DEFAULT_CHECKPOINT,
     "device": "cpu",
     "threads": 0,
+    "precision": "fp32",
     "camera": "",  # "" = the checkpoint's camera_for_video (any other camera is refused)
     "image_size": IMAGE_SIZE,  # expected frame size; 0 accepts any
     "window": 4.0,  # s of frames in the sliding window

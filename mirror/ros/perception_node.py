@@ -33,7 +33,7 @@ from std_msgs.msg import String
 
 from mirror.ros.agent_loading import load_agent
 from mirror.ros.parameters import PERCEPTION_PARAMETERS
-from mirror.ros.topics import PARAM_CHECKPOINT, PARAM_DEVICE, PARAM_THREADS
+from mirror.ros.topics import PARAM_CHECKPOINT, PARAM_DEVICE, PARAM_PRECISION, PARAM_THREADS
 from mirror_common.cli import console_main
 from mirror_common.reasons import ReasonLog
 from mirror_common.ros.node_runtime import NodeStartupError, run_node
@@ -97,7 +97,7 @@ class PerceptionNode(Node):
             except ValueError as err:
                 raise NodeStartupError(str(err)) from err
             self.agent, self.checkpoint = load_agent(
-                p[PARAM_CHECKPOINT], p[PARAM_DEVICE], int(p[PARAM_THREADS])
+                p[PARAM_CHECKPOINT], p[PARAM_DEVICE], int(p[PARAM_THREADS]), p[PARAM_PRECISION]
             )
             self.camera = _video_camera(p["camera"], self.agent.config.camera_for_video, self.checkpoint)
             self._warm_up()

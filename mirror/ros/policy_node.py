@@ -36,6 +36,7 @@ from mirror.ros.policy_messages import PolicyActionInfo, PolicyState
 from mirror.ros.topics import (
     PARAM_CHECKPOINT,
     PARAM_DEVICE,
+    PARAM_PRECISION,
     PARAM_THREADS,
     POLICY_ACTIONS_TOPIC,
     POLICY_NODE_NAME,
@@ -80,7 +81,10 @@ class PolicyNode(Node):
         try:
             self.limits = InputLimits(float(self._param(PARAM_MAX_INVALID_DEPTH)))
             self.agent, self.checkpoint = load_agent(
-                self._param(PARAM_CHECKPOINT), self._param(PARAM_DEVICE), int(self._param(PARAM_THREADS))
+                self._param(PARAM_CHECKPOINT),
+                self._param(PARAM_DEVICE),
+                int(self._param(PARAM_THREADS)),
+                self._param(PARAM_PRECISION),
             )
             arp = self.agent.model.arp.config
             size = (arp.camera_resolution, arp.camera_resolution)

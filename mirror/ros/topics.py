@@ -25,6 +25,7 @@ STANDBY_INSTRUCTION = ""
 PARAM_CHECKPOINT = "checkpoint"
 PARAM_DEVICE = "device"
 PARAM_THREADS = "threads"
+PARAM_PRECISION = "precision"
 
 
 def events_qos() -> QoSProfile:
