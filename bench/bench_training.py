@@ -15,17 +15,24 @@ and inference latency of MirrorAgent.act per keyframe (incl. preprocessing of th
 MirrorAgent.recognize per clip, then the forward time of the paper-size ARP and ViCLIP models (batch 1).
 
     .venv/bin/python bench/bench_training.py --device cuda --config config/train_paper.yaml
+    .venv/bin/python bench/bench_training.py --device cpu --config config/train_paper.yaml --warmup 0 \
+        --steps 1 --set batch_size=2 --set precision=bf16 --set viclip.activation_checkpointing=true \
+        --set arp.activation_checkpointing=true
 
 With ``--device`` the joint step of the config (its models, batch size and precision; fp16 with a loss scale)
 runs on that device on synthetic inputs of the config's shapes (no simulator needed: GPU machines may lack
-PyBullet) and prints the steady-state step time after warm-up, samples/s, the peak device memory and the
-projected time of the config's steps.
+PyBullet) and prints the steady-state step time after warm-up, samples/s, the peak memory and the projected
+time of the config's steps. The peak is the device's allocator peak on CUDA; on the CPU it is the process's
+peak resident memory and its growth over the timed steps (with ``--warmup 0``: gradients, optimizer states and
+the step's activations), which is how activation checkpointing's saving shows without a GPU. ``--set``
+overrides the config as ``train_joint --set`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -291,12 +298,19 @@ def bench_device(
     synchronize()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    resident_before = peak_resident_gib()
     start = time.perf_counter()
     for index in range(warmup, warmup + steps):
         step(index)
     synchronize()
     seconds = (time.perf_counter() - start) / steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        memory = f"  peak device memory {peak:.1f} GiB"
+    else:
+        peak = peak_resident_gib()
+        grown = peak - resident_before
+        memory = f"  peak resident memory {peak:.2f} GiB, {grown:.2f} GiB of it in the timed steps"
     figures = {
         "step_s": seconds,
         "samples_per_s": config.batch_size / seconds,
@@ -309,9 +323,14 @@ def bench_device(
         f"{steps} steps after {warmup} warm-up"
     )
     print(f"  joint step {seconds * 1e3:.1f} ms  ({figures['samples_per_s']:.1f} samples/s)")
-    print(f"  peak device memory {peak:.1f} GiB" if device.type == "cuda" else "  peak memory: CUDA only")
+    print(memory)
     print(f"  -> {config.steps} steps ~ {figures['projected_hours']:.1f} h on one device")
     return figures
+
+
+def peak_resident_gib() -> float:
+    """This process's peak resident memory so far (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def report_forward(label: str, model: torch.nn.Module, seconds: dict[str, float]) -> None:
@@ -378,12 +397,18 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="--device: timed steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=5, help="--device: untimed steps first")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="config override, as train_joint --set (e.g. viclip.activation_checkpointing=true); repeatable",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.device:
-        config = load_train_config(args.config, ["data.root=/unused"])
+        config = load_train_config(args.config, ["data.root=/unused", *args.overrides])
         bench_device(args.config, config, torch.device(args.device), args.steps, args.warmup)
         return
-    config = load_train_config(args.config, ["data.root=/unused", f"batch_size={args.batch_size}"])
+    config = load_train_config(
+        args.config, ["data.root=/unused", f"batch_size={args.batch_size}", *args.overrides]
+    )
     torch.set_num_threads(args.threads or config.threads or 2)
     bench_training(args.config, config, args.repeats)
     if not args.skip_paper:

@@ -63,6 +63,8 @@ class ViCLIPConfig(JsonConfig):
     vision_drop_path_rate: float = 0.1
     # fraction of patch tokens dropped per clip in training mode (never at inference)
     masking_ratio: float = 0.9
+    # recompute each transformer block's activations in backward instead of keeping them (memory for compute)
+    activation_checkpointing: bool = False
     # text tower
     text_width: int = 512
     text_layers: int = 12

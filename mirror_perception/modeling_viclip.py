@@ -71,6 +71,7 @@ class VisionTransformer(nn.Module):
             config.vision_heads,
             config.vision_mlp_ratio,
             config.vision_drop_path_rate,
+            config.activation_checkpointing,
         )
         self.ln_post = LayerNorm(width, eps=1e-5)
         self.transformer.init_clip_weights()
@@ -119,7 +120,13 @@ class TextTransformer(nn.Module):
         width = config.text_width
         self.positional_embedding = nn.Parameter(0.01 * torch.randn(config.context_length, width))
         self.text_projection = nn.Parameter(clip_init_scale(width) * torch.randn(width, config.embed_dim))
-        self.transformer = Transformer(width, config.text_layers, config.text_heads, config.text_mlp_ratio)
+        self.transformer = Transformer(
+            width,
+            config.text_layers,
+            config.text_heads,
+            config.text_mlp_ratio,
+            checkpoint_activations=config.activation_checkpointing,
+        )
         self.token_embedding = nn.Embedding(config.vocab_size, width)
         self.ln_final = LayerNorm(width, eps=1e-5)
         nn.init.normal_(self.token_embedding.weight, std=0.02)

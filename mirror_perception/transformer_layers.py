@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm(nn.LayerNorm):
@@ -132,6 +133,43 @@ class MultiheadSelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
+def run_block(
+    block: nn.Module,
+    *args: object,
+    checkpoint_activations: bool = False,
+    generator: torch.Generator | None = None,
+    **kwargs: object,
+) -> torch.Tensor:
+    """``block(*args, **kwargs)`` (and ``generator=`` when one is given), optionally under activation
+    checkpointing: with ``checkpoint_activations`` and gradients on, the block keeps only its inputs in the
+    forward pass and recomputes its activations in backward, trading one more forward pass for the memory
+    of every intermediate (what lets the paper's batch fit a GPU).
+
+    The recomputation draws the same random numbers as the forward pass, so gradients equal those without
+    checkpointing: ``torch.utils.checkpoint`` restores torch's global streams (dropout), and an explicit
+    ``generator`` (ViCLIP's stochastic depth) is replayed here from its state at the block's start.
+    """
+    if generator is not None:
+        kwargs["generator"] = generator
+    if not (checkpoint_activations and torch.is_grad_enabled()):
+        return block(*args, **kwargs)
+    if generator is None:
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    start = generator.get_state()
+    after_forward: list[torch.Tensor] = []
+
+    def replay(*inputs: object) -> torch.Tensor:
+        stream = torch.Generator(device=generator.device)
+        stream.set_state(start)
+        out = block(*inputs, **{**kwargs, "generator": stream})
+        after_forward.append(stream.get_state())
+        return out
+
+    out = checkpoint(replay, *args, use_reentrant=False)
+    generator.set_state(after_forward[0])  # the caller's stream moves on as without checkpointing
+    return out
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), each branch under stochastic depth."""
 
@@ -160,17 +198,32 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of residual attention blocks; `drop_path_rate` rises linearly from 0 over depth."""
 
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: int = 4, drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        drop_path_rate: float = 0.0,
+        checkpoint_activations: bool = False,
+    ) -> None:
         super().__init__()
         rates = [drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, r) for r in rates)
+        self.checkpoint_activations = checkpoint_activations  # see run_block
 
     def forward(
         self, x: torch.Tensor, causal: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``generator``: the random stream of stochastic depth (default: torch's global one)."""
         for block in self.resblocks:
-            x = block(x, causal=causal, generator=generator)
+            x = run_block(
+                block,
+                x,
+                causal=causal,
+                generator=generator,
+                checkpoint_activations=self.checkpoint_activations,
+            )
         return x
 
     @torch.no_grad()

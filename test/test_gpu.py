@@ -4,6 +4,8 @@ has no PyBullet): the inputs are the seeded scenes of test/golden/make_golden.py
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -62,3 +64,27 @@ def test_peak_memory_of_a_paper_size_arp_step_is_reported(golden_script) -> None
         loss, _ = policy(batch)
     loss.backward()
     assert 0 < torch.cuda.max_memory_allocated() < torch.cuda.get_device_properties(0).total_memory
+
+
+def test_activation_checkpointing_lowers_the_peak_memory_of_a_paper_size_arp_step(golden_script) -> None:
+    """The switch must pay where it is meant to: a lower CUDA peak for the same step and the same loss."""
+    peaks, losses = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        policy = (
+            ARPPolicy(replace(ARPConfig.paper(), activation_checkpointing=checkpointing)).to(CUDA).train()
+        )
+        batch = {k: v.to(CUDA) for k, v in golden_script.arp_batch(policy.config).items()}
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(1)
+        with precision_autocast("bf16", CUDA):
+            loss, _ = policy(batch)
+        loss.backward()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated())
+        losses.append(float(loss))
+        del policy, batch, loss
+        torch.cuda.empty_cache()
+    assert peaks[1] < peaks[0]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)

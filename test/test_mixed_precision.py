@@ -252,4 +252,6 @@ def test_the_device_benchmark_runs_a_configs_joint_step_on_synthetic_inputs(tmp_
     figures = bench.bench_device(Path("tiny.yaml"), config, torch.device("cpu"), steps=1, warmup=1)
     assert figures["step_s"] > 0 and figures["samples_per_s"] == pytest.approx(2 / figures["step_s"])
     assert figures["projected_hours"] == pytest.approx(80000 * figures["step_s"] / 3600)
-    assert "precision fp16" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "precision fp16" in out and "peak resident memory" in out
+    assert figures["peak_memory_gib"] > 0.1  # this process's peak RSS: torch alone holds more

@@ -35,6 +35,7 @@ TRAINING_ONLY_FIELDS: frozenset[str] = frozenset(
         "aug_translation",
         "aug_yaw_deg",
         "aug_rgb_noise",
+        "activation_checkpointing",
     )
 )
 
@@ -122,6 +123,7 @@ class ARPConfig(JsonConfig):
     aug_translation: float = 0.125
     aug_yaw_deg: float = 45.0
     aug_rgb_noise: float = 0.05
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self._validate()

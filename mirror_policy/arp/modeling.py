@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mirror_perception.transformer_layers import attention
+from mirror_perception.transformer_layers import attention, run_block
 from mirror_policy.arp.action_tokens import action_to_labels, labels_to_action
 from mirror_policy.arp.configuration import ARPConfig
 from mirror_policy.arp.mvt import MultiViewTransformer
@@ -233,6 +233,7 @@ class ChunkingCausalTransformer(nn.Module):
             CausalSelfBlock(d, c.num_heads, c.mlp_dim, c.dropout) for _ in range(c.self_layers)
         )
         self.final_norm = nn.LayerNorm(d)
+        self.checkpoint_activations = c.activation_checkpointing  # see run_block
         hidden = max(1, int(round(c.upsample_hidden_mult * d)))
         self.heatmap_heads = nn.ModuleList(
             ConvexUpsampleHeatmapHead(d, hidden, c.img_patch_size) for _ in range(2)
@@ -254,7 +255,9 @@ class ChunkingCausalTransformer(nn.Module):
         cross_mask = views[:, None] == views.repeat_interleave(S * S)[None, :]  # (V, V*S*S)
         x = self.embed_dropout(self._query_embeddings(list(POINT_SLOTS[stage]), B, features.device))
         for blk in self.cross_blocks:
-            x = blk(x, visual, cross_mask=cross_mask)
+            x = run_block(
+                blk, x, visual, cross_mask=cross_mask, checkpoint_activations=self.checkpoint_activations
+            )
         x = self.final_norm(x)  # (B, V, D)
         logits = self.heatmap_heads[stage](x.reshape(B * V, D), features.flatten(0, 1))
         return logits.view(B, V, *logits.shape[-2:])
@@ -299,7 +302,7 @@ class ChunkingCausalTransformer(nn.Module):
         x = torch.cat([star, self._query_embeddings(hat_slots, B, star.device)], dim=1)
         x = self.embed_dropout(x)
         for blk in self.self_blocks:
-            x = blk(x, mask)
+            x = run_block(blk, x, mask, checkpoint_activations=self.checkpoint_activations)
         return self.final_norm(x[:, Ts:])
 
     def action_heads(self, hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mirror_perception.transformer_layers import attention
+from mirror_perception.transformer_layers import attention, run_block
 from mirror_policy.arp.configuration import ARPConfig
 from mirror_policy.arp.renderer import NUM_VIEW_CHANNELS, NUM_VIEWS
 
@@ -105,6 +105,7 @@ class MultiViewTransformer(nn.Module):
         self.view_layers = nn.ModuleList(layer() for _ in range(c.mvt_view_layers))
         self.joint_layers = nn.ModuleList(layer() for _ in range(c.mvt_joint_layers))
         self.fc_out = nn.Linear(c.mvt_attn_dim, self.out_dim)
+        self.checkpoint_activations = c.activation_checkpointing  # see run_block
 
     def forward(self, images: Tensor, proprio: Tensor, lang: Tensor, lang_mask: Tensor) -> Tensor:
         """
@@ -129,13 +130,13 @@ class MultiViewTransformer(nn.Module):
 
         img = x[:, L:].reshape(B * V, T, -1)
         for blk in self.view_layers:
-            img = blk(img)
+            img = run_block(blk, img, checkpoint_activations=self.checkpoint_activations)
         x = torch.cat([x[:, :L], img.reshape(B, V * T, -1)], dim=1)
 
         key_ok = torch.cat([lang_mask.bool(), lang_mask.new_ones((B, V * T), dtype=torch.bool)], dim=1)
         mask = key_ok[:, None, None, :]
         for blk in self.joint_layers:
-            x = blk(x, mask)
+            x = run_block(blk, x, mask, checkpoint_activations=self.checkpoint_activations)
 
         out = self.fc_out(x[:, L:])  # (B, V*T, out)
         return out.view(B, V, S, S, -1).permute(0, 1, 4, 2, 3).contiguous()
