@@ -7,6 +7,7 @@ import json
 import math
 import os
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,26 @@ def test_viclip_learns_on_au_steps_only_and_arp_on_every_step(data_root: Path, t
         assert all(math.isfinite(v) for v in metrics.values())
         assert changed(viclip, trainer.model.viclip) == au
         assert changed(arp, trainer.model.arp) and changed(heads, trainer.model.alignment)
+
+
+def test_the_video_feature_thread_lives_only_while_a_run_trains(data_root: Path, tmp_path: Path) -> None:
+    """A process that trains several runs (mirror_study) keeps no idle thread per finished run."""
+
+    def video_threads() -> int:
+        return sum(t.name.startswith("video-features") for t in threading.enumerate())
+
+    before = video_threads()
+    trainer = MirrorTrainer(small_config(data_root, tmp_path / "run", "steps=2", "au_update_prob=0.0"), CPU)
+    thread = trainer.video_thread
+    batch = trainer.builder.build(0)
+    u = thread.submit(
+        trainer.model.viclip, batch.clips, "fp32", CPU, torch.Generator().manual_seed(0)
+    ).result()
+    assert thread.running and video_threads() == before + 1 and u.shape[0] == batch.clips.shape[0]
+    thread.close()
+    assert not thread.running and video_threads() == before
+    trainer.run()  # non-AU steps compute u on the thread, which ends with the run
+    assert not thread.running and video_threads() == before
 
 
 def test_vocabulary_negatives_score_each_clip_against_every_instruction(

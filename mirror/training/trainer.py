@@ -81,10 +81,11 @@ class VideoFeatureThread:
     it meanwhile (~15% off such a step on the 2-core machine). Its randomness (token masking, stochastic
     depth) comes from the ``generator`` given, not torch's global stream, so results do not depend on the
     threads' timing. The caller must not change ViCLIP's weights or modes until the result is taken.
+    The thread starts with the first ``submit`` and ends with ``close`` (a later ``submit`` starts another).
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-features")
+        self._pool: ThreadPoolExecutor | None = None
 
     def submit(
         self,
@@ -101,7 +102,19 @@ class VideoFeatureThread:
             with torch.no_grad(), precision_autocast(precision, device):
                 return viclip.video_features(clips, generator).float()
 
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-features")
         return self._pool.submit(work)
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Finish pending work and end the thread (a process that trains several runs keeps no idle ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def native_cpu_bf16() -> bool:
@@ -592,6 +605,7 @@ class MirrorTrainer:
                 self.save(done)
             tick = time.perf_counter()
         bar.close()
+        self.video_thread.close()
         if self.dist.is_main and step + 1 >= c.steps:
             self.model.save_pretrained(
                 self.run_dir / ckpt.FINAL_DIR, extra={"step": c.steps, "train_config": c.to_dict()}
