@@ -305,3 +305,54 @@ def test_nodes_take_an_inference_precision_and_refuse_an_unknown_one(checkpoint,
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_perception_node_reports_a_demonstration_without_frames(checkpoint, one_torch_thread, capfd):
+    """A wrong camera topic or a stalled bridge: the demo plays, no frame arrives, and the node says so."""
+    require_module("rclpy")
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from mirror.ros.perception_node import PerceptionNode
+    from mirror_common.ros.qos import latched_qos
+    from sim_bridge.ros.messages import status_to_message
+    from sim_bridge.ros.status import DEMO, EpisodeStatus
+    from sim_bridge.ros.topics import EPISODE_STATUS_TOPIC
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    executor = SingleThreadedExecutor(context=context)
+    node = driver = None
+    try:
+        node = PerceptionNode(
+            context=context,
+            parameter_overrides=[
+                Parameter("checkpoint", value=str(checkpoint)),
+                Parameter("recognize_period", value=0.1),
+                Parameter("frame_timeout", value=0.3),
+            ],
+        )
+        driver = rclpy.create_node("starved_perception_driver", context=context)
+        status_pub = driver.create_publisher(String, EPISODE_STATUS_TOPIC, latched_qos())
+        instruction = make_task(TASK).descriptions(VARIATION)[0]
+        status_pub.publish(
+            status_to_message(
+                EpisodeStatus(TASK, VARIATION, instruction, SEED, 4, 0, DEMO, "", True, time.time())
+            )
+        )
+        executor.add_node(node)
+        executor.add_node(driver)
+        seen, deadline = "", time.monotonic() + 10
+        while "no usable front frame" not in seen:
+            assert time.monotonic() < deadline, f"no warning about the missing frames within 10 s: {seen}"
+            executor.spin_once(timeout_sec=0.05)
+            seen += capfd.readouterr().err
+        assert node.window.demo is not None and node.window.demo.episode == 4
+    finally:
+        executor.shutdown()
+        for n in (node, driver):
+            if n is not None:
+                n.destroy_node()
+        context.try_shutdown()

@@ -32,6 +32,7 @@ PERCEPTION_PARAMETERS: dict[str, object] = {
     "recognize_period": 1.0,  # s between live recognitions during a demonstration
     "top_k": 5,
     "min_frames": 2,  # frames needed for a live recognition
+    "frame_timeout": 2.0,  # s without a usable frame during a demonstration before a warning
     "max_demo_frames": 1200,
     "final_grace": 0.3,  # s to wait for frames in flight after the demo ends
 }

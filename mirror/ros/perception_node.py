@@ -15,7 +15,8 @@ with a recognition, and the model is warmed up before subscribing so the first o
 
     perception_node --ros-args -p checkpoint:=checkpoints/mirror_cpu_small -p window:=4.0
 
-Frames of the wrong size or encoding are logged at a limited rate and dropped.
+Frames of the wrong size or encoding are logged at a limited rate and dropped; a demonstration that brings no
+usable frame for ``frame_timeout`` seconds is reported (a wrong topic or a stalled bridge), also rate-limited.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class PerceptionNode(Node):
             self.grace = float(p["final_grace"])
             self.top_k = int(_positive("top_k", int(p["top_k"])))
             self.min_frames = int(_positive("min_frames", int(p["min_frames"])))
+            self.frame_timeout = _positive("frame_timeout", float(p["frame_timeout"]))
             size = int(p["image_size"])
             self.image_shape = (size, size) if size > 0 else None
             try:
@@ -106,6 +108,7 @@ class PerceptionNode(Node):
             raise
         self.rejections = ReasonLog(logging.getLogger("perception"), LOG_PERIOD)  # frames refused, by reason
         self._finalize_at: float | None = None  # monotonic deadline of the pending final decision
+        self._last_frame_at = time.monotonic()  # of the last frame accepted (or of the demo's start)
 
         # Publisher last: its appearance on the graph tells clients the model is loaded.
         self.create_subscription(
@@ -142,6 +145,8 @@ class PerceptionNode(Node):
         note = self.window.add(stamp_to_ns(msg.header.stamp), rgb, now or None)
         if note is not None:
             self.rejections.record(note.reason, f"{self.camera} frame: {note.message}")
+        else:
+            self._last_frame_at = time.monotonic()
 
     def _on_status(self, msg: String) -> None:
         status = read_status(self, msg, LOG_PERIOD)
@@ -165,6 +170,7 @@ class PerceptionNode(Node):
     def _start(self, status: EpisodeStatus, stamp_ns: int) -> None:
         self.window.start_demo(status.episode, stamp_ns)
         self._finalize_at = None
+        self._last_frame_at = time.monotonic()
         self.get_logger().info(
             f"demonstration of episode {status.episode} started ({status.task} variation {status.variation})"
         )
@@ -174,6 +180,13 @@ class PerceptionNode(Node):
         demo = self.window.demo
         if demo is None or demo.end_ns is not None:
             return
+        silent = time.monotonic() - self._last_frame_at
+        if silent > self.frame_timeout:  # a wrong camera topic or a stalled bridge would otherwise be silent
+            self.get_logger().warning(
+                f"no usable {self.camera} frame for {silent:.1f} s during the demonstration of episode "
+                f"{demo.episode}: is {camera_topic(self.camera, IMAGE_KIND)} published?",
+                throttle_duration_sec=LOG_PERIOD,
+            )
         live = self.window.live_clip()
         if live is None or live[0].shape[0] < self.min_frames:
             return
