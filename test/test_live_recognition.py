@@ -284,23 +284,16 @@ def test_nodes_take_an_inference_precision_and_refuse_an_unknown_one(checkpoint,
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
+
+    def start(node_type, precision: str):
+        overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("precision", value=precision)]
+        return node_type(context=context, parameter_overrides=overrides)
+
     try:
         for node_type in (PerceptionNode, PolicyNode):
             with pytest.raises(NodeStartupError, match="'precision' must be one of"):
-                node_type(
-                    context=context,
-                    parameter_overrides=[
-                        Parameter("checkpoint", value=str(checkpoint)),
-                        Parameter("precision", value="fp8"),
-                    ],
-                )
-            node = node_type(
-                context=context,
-                parameter_overrides=[
-                    Parameter("checkpoint", value=str(checkpoint)),
-                    Parameter("precision", value="bf16"),
-                ],
-            )
+                start(node_type, "fp8")
+            node = start(node_type, "bf16")
             assert node.agent.precision == "bf16"
             node.destroy_node()
     finally:
