@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -456,7 +457,13 @@ def test_success_mean_and_std_over_seeds():
 def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, dataset, tmp_path):
     from mirror.evaluation.episode_data import keyframes_and_seed
     from mirror.evaluation.held_out import held_out_from_split
-    from mirror.evaluation.keyframe_errors import ERRORS_NAME, SUMMARY_NAME, KeyframeError, summarise
+    from mirror.evaluation.keyframe_errors import (
+        ERRORS_NAME,
+        SUMMARY_NAME,
+        KeyframeError,
+        other_variation_instruction,
+        summarise,
+    )
     from mirror.evaluation.keyframe_errors import main as keyframe_errors_main
 
     out = tmp_path / "errors"
@@ -481,11 +488,24 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     assert all(float(r["position_cm"]) >= 0 and 0 <= float(r["rotation_deg"]) <= 180 for r in rows)
     summary = list(csv.DictReader((out / SUMMARY_NAME).open()))
     assert [r["task"] for r in summary if r["model"] == "a"][-1] == "all"
+    # push_buttons variations 0 and 1 are both trained: each step is also acted under the other one
+    assert all(float(r["instruction_shift_cm"]) >= 0 for r in rows)
+    assert float(summary[-1]["instruction_shift_median_cm"]) >= 0
+    assert 0 <= float(summary[-1]["instruction_shift_beyond_5cm_pct"]) <= 100
+    vocabulary = list(MirrorModel.read_config(run_dir / "final")[0].instructions)
+    own = make_task("push_buttons").descriptions(0)[0]
+    other = other_variation_instruction("push_buttons", own, vocabulary)
+    assert other in vocabulary and other not in make_task("push_buttons").descriptions(0)
+    assert other_variation_instruction("push_buttons", own, [own]) is None
     # the summary's arithmetic on hand-made errors
     made = [KeyframeError("t", 0, 0, 0.5, 5.0, True), KeyframeError("t", 0, 1, 3.0, 20.0, False),
             KeyframeError("t", 0, 2, 6.0, 30.0, True)]  # fmt: skip
     row = summarise(made)[0]
     assert (row["keyframes"], row["position_median_cm"], row["rotation_median_deg"]) == (3, 3.0, 20.0)
+    assert math.isnan(row["instruction_shift_median_cm"])  # no step had another instruction
+    shifted = summarise([KeyframeError("t", 0, 0, 1.0, 1.0, True, s) for s in (0.2, 7.0, 9.0)])[0]
+    assert shifted["instruction_shift_median_cm"] == 7.0
+    assert shifted["instruction_shift_beyond_5cm_pct"] == pytest.approx(200 / 3)
     assert row["position_within_1cm_pct"] == pytest.approx(100 / 3)
     assert row["position_beyond_5cm_pct"] == pytest.approx(100 / 3)
     assert row["rotation_beyond_10deg_pct"] == pytest.approx(200 / 3)

@@ -7,6 +7,13 @@ between the two orientations) and whether the gripper command matches. Rollout s
 works; these figures say which part of the action misses and by how much, without the simulator
 (``keyframe_noise`` gives the tolerance each task needs).
 
+Whether the policy listens: at each step it also acts under the trained instruction of another variation of
+the same task (the first in the vocabulary), and ``instruction_shift_cm`` is how far that moves the predicted
+position. Where the variations put the target elsewhere (another button, the other tap) a policy that reads
+its instruction moves by about that distance; one that ignores it does not move at all (empty for a task with
+one trained variation). The instruction-blind control of ``evaluate`` says whether success depends on the
+instruction; this says where in the action the instruction is lost.
+
     keyframe_errors --checkpoints runs/mirror checkpoints/mirror_cpu_small --names new shipped --out DIR
 
 writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
@@ -46,7 +53,7 @@ ALL_TASKS = "all"
 SUMMARY_COLUMNS = (
     "task", "keyframes", "position_mean_cm", "position_median_cm", "position_within_1cm_pct",
     "position_within_2cm_pct", "position_beyond_5cm_pct", "rotation_median_deg", "rotation_beyond_10deg_pct",
-    "gripper_accuracy_pct",
+    "gripper_accuracy_pct", "instruction_shift_median_cm", "instruction_shift_beyond_5cm_pct",
 )  # fmt: skip
 
 
@@ -60,6 +67,20 @@ class KeyframeError:
     position_cm: float
     rotation_deg: float
     gripper_match: bool
+    instruction_shift_cm: float = math.nan  # see the module docstring
+
+
+def other_variation_instruction(task: str, instruction: str, vocabulary: Sequence[str]) -> str | None:
+    """The first trained instruction of ``task`` that names another variation than ``instruction`` does."""
+    from sim_bridge.tasks import make_task  # the task registry needs PyBullet; the rest of this module not
+
+    spec = make_task(task)
+    own = {v for v in range(spec.variation_count()) if instruction in spec.descriptions(v)}
+    for candidate in vocabulary:
+        variations = {v for v in range(spec.variation_count()) if candidate in spec.descriptions(v)}
+        if variations and not variations & own:
+            return candidate
+    return None
 
 
 def keyframe_errors(
@@ -67,14 +88,20 @@ def keyframe_errors(
 ) -> list[KeyframeError]:
     """The errors of every step the policy acts at in ``episodes`` (see the module docstring)."""
     cameras = list(agent.model.arp.config.cameras)
+    vocabulary = list(agent.config.instructions)
     errors: list[KeyframeError] = []
     for episode in tqdm(episodes, desc="keyframes", unit="ep", disable=not progress):
+        other = other_variation_instruction(episode.task, episode.instruction, vocabulary)
         keyframes, _ = keyframes_and_seed(episode)
         frames = policy_frames(keyframes)
         observations = load_observations(episode, [frame for frame, _ in frames], cameras)
         targets = load_episode(episode.record, cameras=[], frames=list(keyframes)).observations
         for observation, (_, step), target in zip(observations, frames, targets):
             action, _ = agent.act(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
+            shift = math.nan
+            if other is not None:
+                swapped, _ = agent.act(observation, other, min(step, MAX_KEYFRAMES - 1))
+                shift = 100.0 * float(np.linalg.norm(swapped.position - action.position))
             pose = np.asarray(target.gripper_pose, dtype=np.float64)
             rotation = quaternion_angle_deg(
                 torch.as_tensor(action.quaternion, dtype=torch.float64), torch.as_tensor(pose[3:7])
@@ -87,6 +114,7 @@ def keyframe_errors(
                     position_cm=100.0 * float(np.linalg.norm(action.position - pose[:3])),
                     rotation_deg=float(rotation),
                     gripper_match=action.gripper_open == (float(target.gripper_open) > 0.5),
+                    instruction_shift_cm=shift,
                 )
             )
     return errors
@@ -94,7 +122,9 @@ def keyframe_errors(
 
 def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
     """Per task, then over all tasks: count, position mean / median and the shares within 1 cm, within 2 cm
-    and beyond 5 cm, rotation median and the share beyond 10 degrees, gripper accuracy (percentages)."""
+    and beyond 5 cm, rotation median and the share beyond 10 degrees, gripper accuracy (percentages), and the
+    median instruction shift and the share of steps it exceeds 5 cm (NaN where no step had another
+    variation's instruction)."""
     groups: dict[str, list[KeyframeError]] = {}
     for error in errors:
         groups.setdefault(error.task, []).append(error)
@@ -104,6 +134,7 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
             continue
         position = [e.position_cm for e in group]
         rotation = [e.rotation_deg for e in group]
+        shifts = [e.instruction_shift_cm for e in group if math.isfinite(e.instruction_shift_cm)]
 
         def share(values: list[float], test) -> float:  # noqa: ANN001 - a predicate
             return 100.0 * sum(1 for v in values if test(v)) / len(values)
@@ -119,6 +150,8 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
             statistics.median(rotation),
             share(rotation, lambda v: v > 10.0),
             100.0 * sum(e.gripper_match for e in group) / len(group),
+            statistics.median(shifts) if shifts else math.nan,
+            share(shifts, lambda v: v > 5.0) if shifts else math.nan,
         )
         rows.append(dict(zip(SUMMARY_COLUMNS, values)))
     return rows
@@ -177,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
         overall = summarise(results[name])[-1]
         log.info(
-            "%s: %d keyframes, position median %.2f cm, rotation median %.1f deg",
+            "%s: %d keyframes, position median %.2f cm, rotation median %.1f deg, instruction shift median "
+            "%.2f cm",
             *(name, overall["keyframes"], overall["position_median_cm"], overall["rotation_median_deg"]),
+            overall["instruction_shift_median_cm"],
         )
     write_errors(out, results)
     log.info("wrote %s and %s", out / ERRORS_NAME, out / SUMMARY_NAME)
