@@ -5,13 +5,23 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mirror_test_data import SMALL, build_tiny_dataset
 
-from mirror.evaluation.mirror_study import RUN_COLUMNS, Arm, interval, main, summary_rows
+from mirror.evaluation.mirror_study import (
+    RUN_COLUMNS,
+    Arm,
+    ProtocolMismatchError,
+    finished_rows,
+    interval,
+    main,
+    protocol_differences,
+    summary_rows,
+)
 from mirror.model import MirrorModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,10 +94,32 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     assert float(mirror_row["difference_mean"]) == pytest.approx(np.mean(differences), abs=1e-4)
     assert (results / "mirror_vs_baseline.png").stat().st_size > 0
     caplog.set_level(logging.INFO)
-    before = (results / "mirror_vs_baseline.csv").read_text()
+    table = results / "mirror_vs_baseline.csv"
+    before = table.read_text()
     assert main(study_args(out, results)) == 0  # everything is done: nothing retrains or re-evaluates
-    assert caplog.text.count("trained, skipped") == 4 and caplog.text.count("evaluated, skipped") == 4
-    assert (results / "mirror_vs_baseline.csv").read_text() == before
+    assert caplog.text.count("in mirror_vs_baseline.csv, skipped") == 4
+    assert table.read_text() == before
+
+    # a row lost from the table comes back from its run folder, without training or evaluating again
+    lines = before.splitlines(keepends=True)
+    table.write_text("".join(lines[:-1]))
+    caplog.clear()
+    assert main(study_args(out, results)) == 0
+    assert caplog.text.count("trained, skipped") == 1 and caplog.text.count("evaluated, skipped") == 1
+    assert table.read_text() == before
+
+    # another session, its run folders gone: the committed rows are the study's state
+    shutil.rmtree(out)
+    summary_before = (results / "mirror_vs_baseline_summary.csv").read_text()
+    assert main(study_args(out, results)) == 0 and not out.exists()
+    assert table.read_text() == before
+    assert (results / "mirror_vs_baseline_summary.csv").read_text() == summary_before
+
+    # a different protocol is refused, and nothing is lost
+    caplog.clear()
+    assert main([*study_args(out, results), "--episodes", "2"]) == 2
+    assert "evaluation.episodes: 1 -> 2" in caplog.text and not out.exists()
+    assert table.read_text() == before
 
 
 def test_intervals_and_paired_differences() -> None:
@@ -126,3 +158,33 @@ def test_bad_settings_fail_before_any_run(tmp_path: Path, caplog) -> None:
     assert "batch_size" in caplog.text and not (tmp_path / "runs").exists()
     with pytest.raises(SystemExit):
         main([*args, "--probe-steps", "0"])
+
+
+def test_a_metric_one_run_lacks_is_left_out_of_its_mean_and_pairs() -> None:
+    rows = [{"arm": arm, "train_seed": str(seed), "rollout_recall_failed_probe": value}
+            for arm, seed, value in (("mirror", 0, "0.5"), ("baseline", 0, "0.3"), ("mirror", 1, ""),
+                                     ("baseline", 1, "0.1"))]  # fmt: skip
+    summary = {(r["metric"], r["arm"]): r for r in summary_rows(rows, "baseline")}
+    mirror = summary[("rollout_recall_failed_probe", "mirror")]
+    assert mirror["seeds"] == 2 and mirror["mean"] == pytest.approx(0.5)
+    assert mirror["paired_seeds"] == 1 and mirror["difference_mean"] == pytest.approx(0.2)
+
+
+def test_rows_are_only_reused_under_the_protocol_they_were_made_under(tmp_path: Path) -> None:
+    protocol = {"arms": {"mirror": {"train_config": {"steps": 10}}}, "data_fingerprint": "abc"}
+    assert finished_rows(tmp_path, "study", protocol) == {}  # a new study records its protocol
+    assert json.loads((tmp_path / "study_protocol.json").read_text()) == protocol
+    (tmp_path / "study.csv").write_text("arm,train_seed,success_mean\nmirror,3,0.5\n")
+    assert finished_rows(tmp_path, "study", protocol) == {
+        ("mirror", 3): {"arm": "mirror", "train_seed": "3", "success_mean": "0.5"}
+    }
+    changed = {"arms": {"mirror": {"train_config": {"steps": 20}}}, "data_fingerprint": "abd"}
+    assert protocol_differences(protocol, changed) == [
+        "arms.mirror.train_config.steps: 10 -> 20", "data_fingerprint: 'abc' -> 'abd'",
+    ]  # fmt: skip
+    with pytest.raises(ProtocolMismatchError, match="another protocol .*steps: 10 -> 20"):
+        finished_rows(tmp_path, "study", changed)
+    (tmp_path / "study_protocol.json").unlink()
+    with pytest.raises(ProtocolMismatchError, match="missing or unreadable"):
+        finished_rows(tmp_path, "study", protocol)
+    assert (tmp_path / "study.csv").read_text().endswith("mirror,3,0.5\n")  # nothing lost

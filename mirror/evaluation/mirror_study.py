@@ -25,8 +25,13 @@ instructions and, in the same scenes, the instruction-blind control. Writes into
   and the paired difference arm - ``--reference`` over the seeds both finished;
 * ``NAME.png``: the arms' means with those intervals.
 
-Resumable as a whole: a run whose ``final/`` exists is not retrained (an unfinished one is resumed), an
-evaluation whose ``results.json`` exists is not redone, and the CSVs are rebuilt from what is on disk.
+Resumable as a whole, also across machines and sessions whose run folders are gone: ``NAME_protocol.json``
+beside the CSV records what every row was made under (each arm's resolved training config, the steps, the
+evaluation settings and the dataset's fingerprint, :func:`dataset_fingerprint`), and a run whose row is
+already in ``NAME.csv`` under the same protocol is neither trained nor evaluated again; a different protocol
+is refused (use another ``--name`` or ``--results``) rather than mixed in. Otherwise a run whose ``final/``
+exists is not retrained (an unfinished one is resumed) and an evaluation whose ``results.json`` exists is not
+redone. The summary is always computed from ``NAME.csv`` as written, so it can be traced to that file.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from mirror.training.train_joint import main as train_joint
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 from sim_bridge.actions import MAX_KEYFRAMES
+from sim_bridge.dataset.fingerprint import dataset_fingerprint
 from sim_bridge.errors import DatasetError, SimError
 
 log = logging.getLogger("mirror_study")
@@ -90,6 +96,10 @@ class Arm:
         for item in overrides:
             parse_override(item)  # a malformed override fails now
         return cls(name, overrides)
+
+
+class ProtocolMismatchError(EvaluationError):
+    """The results folder holds rows made under another protocol than this invocation's."""
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -149,6 +159,64 @@ def run_row(arm: str, seed: int, policy_text: str, model: dict) -> dict[str, flo
     return row
 
 
+def study_protocol(args: argparse.Namespace, settings: EvaluationSettings) -> dict:
+    """What a row of this study depends on besides its arm and seed (see the module docstring)."""
+    arms = {}
+    for arm in args.arms:
+        overrides = [*args.overrides, *arm.overrides, f"data.root={args.data}"]
+        if args.steps is not None:
+            overrides.append(f"steps={args.steps}")
+        config = load_train_config(args.config, overrides).to_dict()
+        config["data"].pop("root")  # where the data lies; the fingerprint says what it is
+        for key in ("seed", "stop_after"):  # the row's own seed; how a run was split into invocations
+            config.pop(key)
+        arms[arm.name] = {"overrides": list(arm.overrides), "train_config": config}
+    evaluation = {
+        "episodes": settings.episodes, "eval_seeds": list(settings.eval_seeds),
+        "max_steps": settings.max_steps, "probe_steps": settings.probe_steps,
+        "blind_control": settings.blind_control,
+        "rollout_alignment": settings.rollout_alignment,
+    }  # fmt: skip
+    return {"arms": arms, "evaluation": evaluation, "data_fingerprint": dataset_fingerprint(args.data)}
+
+
+def protocol_differences(recorded: dict, current: dict, where: str = "") -> list[str]:
+    """Dotted keys whose values differ between two protocols."""
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += protocol_differences(old, new, f"{where}{key}.")
+        elif old != new:
+            out.append(f"{where}{key}: {old!r} -> {new!r}")
+    return out
+
+
+def finished_rows(results: Path, name: str, protocol: dict) -> dict[tuple[str, int], dict]:
+    """The rows already in ``NAME.csv``, by (arm, seed), after checking they share this protocol; records
+    the protocol while there are none yet."""
+    table, record = results / f"{name}.csv", results / f"{name}_protocol.json"
+    if not table.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n")
+        return {}
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ProtocolMismatchError(
+            f"{table} has rows but {record.name} is missing or unreadable ({err}), so what they were made "
+            "under is unknown; move them away or choose another --name"
+        ) from err
+    changed = protocol_differences(recorded, protocol)
+    if changed:
+        raise ProtocolMismatchError(
+            f"the rows in {table} were made under another protocol ({'; '.join(changed[:5])}"
+            f"{'; ...' if len(changed) > 5 else ''}); choose another --name or --results to start a new study"
+        )
+    with table.open(newline="") as handle:
+        return {(row["arm"], int(row["train_seed"])): row for row in csv.DictReader(handle)}
+
+
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and 95% interval (t distribution) of ``values``; the interval is NaN for fewer than 2."""
     array = np.asarray(values, dtype=np.float64)
@@ -157,6 +225,11 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
         return mean, float("nan"), float("nan")
     half = float(stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / np.sqrt(array.size))
     return mean, mean - half, mean + half
+
+
+def measured(row: dict, metric: str) -> bool:
+    """Whether a run has the metric (e.g. not Fig. 3's alignment when no rollout failed)."""
+    return row.get(metric) not in (None, "")
 
 
 def summary_rows(rows: Sequence[dict], reference: str) -> list[dict[str, float | str | int]]:
@@ -171,15 +244,14 @@ def summary_rows(rows: Sequence[dict], reference: str) -> list[dict[str, float |
     for metric in metrics:
         for arm in arms:
             mine = by_arm[arm]
-            mean, low, high = interval(
-                [float(r[metric]) for r in mine.values() if r.get(metric) not in (None, "")]
-            )
+            mean, low, high = interval([float(r[metric]) for r in mine.values() if measured(r, metric)])
             row: dict[str, float | str | int] = {
                 "metric": metric, "arm": arm, "seeds": len(mine), "mean": mean, "ci95_low": low,
                 "ci95_high": high, "reference": reference,
             }  # fmt: skip
             if arm != reference:
-                paired = sorted(set(mine) & set(base))
+                both = set(mine) & set(base)
+                paired = sorted(s for s in both if measured(mine[s], metric) and measured(base[s], metric))
                 differences = [float(mine[s][metric]) - float(base[s][metric]) for s in paired]
                 difference, low, high = interval(differences)
                 row.update(
@@ -293,18 +365,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     try:
-        for arm in args.arms:  # a bad config or override fails before any run
-            load_train_config(args.config, [*args.overrides, *arm.overrides, f"data.root={args.data}"])
         settings.validate()
-        rows = []
+        protocol = study_protocol(args, settings)  # a bad config or override fails before any run
+        finished = finished_rows(args.results, args.name, protocol)
+        planned = {(arm.name, seed) for seed in args.seeds for arm in args.arms}
+        rows = [row for key, row in finished.items() if key not in planned]  # earlier seeds, kept
         for seed in args.seeds:
             for arm in args.arms:
+                if (arm.name, seed) in finished:
+                    log.info("%s: in %s.csv, skipped", run_name(arm.name, seed), args.name)
+                    rows.append(finished[(arm.name, seed)])
+                    continue
                 run_dir = args.out / run_name(arm.name, seed)
                 train_arm(args.config, args.data, run_dir, arm, seed, extra)
                 model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
                 policy_text = MirrorModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
                 rows.append(run_row(arm.name, seed, policy_text, model))
                 write_outputs(rows, args.results, args.name, args.reference)
+        write_outputs(rows, args.results, args.name, args.reference)
     except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -314,8 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def write_outputs(rows: Sequence[dict], results: Path, name: str, reference: str) -> None:
     """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far."""
     extra = sorted({k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS))
-    write_csv(results / f"{name}.csv", [*RUN_COLUMNS, *extra], rows)
-    summary = summary_rows(rows, reference)
+    table = results / f"{name}.csv"
+    write_csv(table, [*RUN_COLUMNS, *extra], rows)
+    with table.open(newline="") as handle:  # the summary of the table as written, rounding included
+        summary = summary_rows(list(csv.DictReader(handle)), reference)
     write_csv(results / f"{name}_summary.csv", SUMMARY_COLUMNS, summary)
     plot_summary(summary, results / f"{name}.png", f"{name} (paired against {reference})")
     log.info("wrote %s (%d runs)", results / f"{name}.csv", len(rows))
