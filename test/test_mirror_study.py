@@ -20,6 +20,7 @@ from mirror.evaluation.mirror_study import (
     interval,
     main,
     protocol_differences,
+    row_from_other_study,
     summary_rows,
 )
 from mirror.model import MirrorModel
@@ -188,3 +189,22 @@ def test_rows_are_only_reused_under_the_protocol_they_were_made_under(tmp_path: 
     with pytest.raises(ProtocolMismatchError, match="missing or unreadable"):
         finished_rows(tmp_path, "study", protocol)
     assert (tmp_path / "study.csv").read_text().endswith("mirror,3,0.5\n")  # nothing lost
+
+
+def test_arms_may_be_added_and_the_same_run_is_taken_from_another_study(tmp_path: Path) -> None:
+    trained = {"align_weight": 0.5, "steps": 10}
+    main_study = {"arms": {"mirror": {"train_config": trained}}, "evaluation": {"episodes": 10}}
+    finished_rows(tmp_path, "main", main_study)
+    (tmp_path / "main.csv").write_text("arm,train_seed,success_mean\nmirror,0,0.5\n")
+    added = {**main_study, "arms": {"lambda1": {"train_config": {**trained, "align_weight": 1.0}}}}
+    assert set(finished_rows(tmp_path, "main", added)) == {("mirror", 0)}
+    assert set(json.loads((tmp_path / "main_protocol.json").read_text())["arms"]) == {"mirror", "lambda1"}
+
+    ablation = {**main_study, "arms": {"instruction": {"train_config": trained}, **added["arms"]}}
+    finished_rows(tmp_path, "ablation", ablation)
+    row = row_from_other_study(tmp_path, "ablation", ablation, "instruction", 0)
+    assert row == {"arm": "instruction", "train_seed": "0", "success_mean": "0.5"}
+    assert row_from_other_study(tmp_path, "ablation", ablation, "instruction", 1) is None  # no such seed
+    assert row_from_other_study(tmp_path, "ablation", ablation, "lambda1", 0) is None  # never run
+    elsewhere = {**ablation, "evaluation": {"episodes": 20}}
+    assert row_from_other_study(tmp_path, "other", elsewhere, "instruction", 0) is None

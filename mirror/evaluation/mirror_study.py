@@ -29,9 +29,13 @@ Resumable as a whole, also across machines and sessions whose run folders are go
 beside the CSV records what every row was made under (each arm's resolved training config, the steps, the
 evaluation settings and the dataset's fingerprint, :func:`dataset_fingerprint`), and a run whose row is
 already in ``NAME.csv`` under the same protocol is neither trained nor evaluated again; a different protocol
-is refused (use another ``--name`` or ``--results``) rather than mixed in. Otherwise a run whose ``final/``
-exists is not retrained (an unfinished one is resumed) and an evaluation whose ``results.json`` exists is not
-redone. The summary is always computed from ``NAME.csv`` as written, so it can be traced to that file.
+(another evaluation, other data, an arm of the same name trained differently) is refused (use another
+``--name`` or ``--results``) rather than mixed in, while new arms and seeds may be added. A run another study
+in ``--results`` already made (same evaluation, data, resolved training config and seed: the ablation's
+reference arm is the main study's mirror arm) is taken from that study's CSV instead of being made again.
+Otherwise a run whose ``final/`` exists is not retrained (an unfinished one is resumed) and an evaluation
+whose ``results.json`` exists is not redone. The summary is always computed from ``NAME.csv`` as written,
+so it can be traced to that file.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ RUN_COLUMNS = (
     "recall_u2e_probe", "recall_e2u_probe", "success_mean", "success_blind_mean",
 )  # fmt: skip
 METRICS = RUN_COLUMNS[3:]
+SHARED_PROTOCOL = ("evaluation", "data_fingerprint")  # what every arm of a study shares
 EXTRA_PREFIXES = ("success_", "rollout_recall_")  # per-task success, Fig. 3 alignment when measured
 SUMMARY_COLUMNS = (
     "metric", "arm", "seeds", "mean", "ci95_low", "ci95_high", "reference", "paired_seeds", "difference_mean",
@@ -192,29 +197,73 @@ def protocol_differences(recorded: dict, current: dict, where: str = "") -> list
     return out
 
 
-def finished_rows(results: Path, name: str, protocol: dict) -> dict[tuple[str, int], dict]:
-    """The rows already in ``NAME.csv``, by (arm, seed), after checking they share this protocol; records
-    the protocol while there are none yet."""
-    table, record = results / f"{name}.csv", results / f"{name}_protocol.json"
-    if not table.is_file():
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n")
-        return {}
+def incompatibilities(recorded: dict, current: dict) -> list[str]:
+    """Why rows made under ``recorded`` may not sit beside rows made under ``current``: another evaluation,
+    other data, or an arm of the same name trained differently (arms may be added; overrides spelled
+    differently but resolving to the same config are the same arm)."""
+    out = protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, current)))
+    for arm in sorted(set(recorded.get("arms", {})) & set(current["arms"])):
+        old, new = recorded["arms"][arm].get("train_config"), current["arms"][arm]["train_config"]
+        out += protocol_differences({"train_config": old}, {"train_config": new}, f"arms.{arm}.")
+    return out
+
+
+def read_protocol(path: Path, table: Path) -> dict:
     try:
-        recorded = json.loads(record.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ProtocolMismatchError(
-            f"{table} has rows but {record.name} is missing or unreadable ({err}), so what they were made "
+            f"{table} has rows but {path.name} is missing or unreadable ({err}), so what they were made "
             "under is unknown; move them away or choose another --name"
         ) from err
-    changed = protocol_differences(recorded, protocol)
-    if changed:
-        raise ProtocolMismatchError(
-            f"the rows in {table} were made under another protocol ({'; '.join(changed[:5])}"
-            f"{'; ...' if len(changed) > 5 else ''}); choose another --name or --results to start a new study"
-        )
+
+
+def read_rows(table: Path) -> dict[tuple[str, int], dict]:
     with table.open(newline="") as handle:
         return {(row["arm"], int(row["train_seed"])): row for row in csv.DictReader(handle)}
+
+
+def finished_rows(results: Path, name: str, protocol: dict) -> dict[tuple[str, int], dict]:
+    """The rows already in ``NAME.csv``, by (arm, seed), after checking they may sit beside this protocol's
+    (:func:`incompatibilities`); records the protocol, with any arms it adds."""
+    table, record = results / f"{name}.csv", results / f"{name}_protocol.json"
+    rows: dict[tuple[str, int], dict] = {}
+    if table.is_file():
+        recorded = read_protocol(record, table)
+        changed = incompatibilities(recorded, protocol)
+        if changed:
+            raise ProtocolMismatchError(
+                f"the rows in {table} were made under another protocol ({'; '.join(changed[:5])}"
+                f"{'; ...' if len(changed) > 5 else ''}); choose another --name or --results to start a new "
+                "study"
+            )
+        protocol = {**protocol, "arms": {**recorded["arms"], **protocol["arms"]}}
+        rows = read_rows(table)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n")
+    return rows
+
+
+def row_from_other_study(results: Path, name: str, protocol: dict, arm: str, seed: int) -> dict | None:
+    """The same run made by another study in ``results``: same evaluation, data and resolved training config
+    (e.g. the ablation's reference arm is the main study's mirror arm), renamed to ``arm``; else None."""
+    mine = protocol["arms"][arm]["train_config"]
+    for record in sorted(results.glob("*_protocol.json")):
+        other = record.name.removesuffix("_protocol.json")
+        table = results / f"{other}.csv"
+        if other == name or not table.is_file():
+            continue
+        recorded = read_protocol(record, table)
+        if protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, protocol))):
+            continue
+        rows = read_rows(table)
+        for other_arm, entry in recorded.get("arms", {}).items():
+            row = rows.get((other_arm, seed))
+            if entry.get("train_config") == mine and row is not None:
+                log.info("%s: the same run is %s's %s, taken from %s", run_name(arm, seed), other, other_arm,
+                         table.name)  # fmt: skip
+                return {**row, "arm": arm}
+    return None
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -375,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if (arm.name, seed) in finished:
                     log.info("%s: in %s.csv, skipped", run_name(arm.name, seed), args.name)
                     rows.append(finished[(arm.name, seed)])
+                    continue
+                if row := row_from_other_study(args.results, args.name, protocol, arm.name, seed):
+                    rows.append(row)
+                    write_outputs(rows, args.results, args.name, args.reference)
                     continue
                 run_dir = args.out / run_name(arm.name, seed)
                 train_arm(args.config, args.data, run_dir, arm, seed, extra)
