@@ -67,7 +67,7 @@ def read(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) -> None:
     out, results = tmp_path / "runs", tmp_path / "results"
-    assert main(study_args(out, results)) == 0
+    assert main([*study_args(out, results), "--train-jobs", "2"]) == 0  # two trainings at once
     rows = read(results / "mirror_vs_baseline.csv")
     assert [(r["arm"], r["train_seed"]) for r in rows] == [
         ("mirror", "0"), ("baseline", "0"), ("mirror", "1"), ("baseline", "1"),
@@ -157,8 +157,9 @@ def test_bad_settings_fail_before_any_run(tmp_path: Path, caplog) -> None:
     args = study_args(tmp_path / "runs", tmp_path / "results")
     assert main([*args, "--set", "batch_size=1"]) == 2
     assert "batch_size" in caplog.text and not (tmp_path / "runs").exists()
-    with pytest.raises(SystemExit):
-        main([*args, "--probe-steps", "0"])
+    for bad in (["--probe-steps", "0"], ["--train-jobs", "0"]):
+        with pytest.raises(SystemExit):
+            main([*args, *bad])
 
 
 def test_a_metric_one_run_lacks_is_left_out_of_its_mean_and_pairs() -> None:

@@ -44,9 +44,11 @@ import argparse
 import csv
 import json
 import logging
+import multiprocessing as mp
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +128,29 @@ def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extr
         argv += ["--out", str(run_dir)]
     if train_joint(argv) != 0:
         raise EvaluationError(f"train_joint failed for {run_dir} (its log says why)")
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def trained_runs(jobs: Sequence[tuple], parallel: int) -> Iterator[tuple]:
+    """Train every job (:func:`train_arm`'s arguments) and yield each as its training ends. ``parallel`` > 1
+    trains that many at once in worker processes (each run uses the config's ``threads``; the config's 1
+    leaves the other core idle), so the caller evaluates one run while the next trains."""
+    if parallel == 1:
+        for job in jobs:
+            train_arm(*job)
+            yield job
+        return
+    pool = ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_log_to_stderr)
+    try:
+        futures = {pool.submit(train_arm, *job): job for job in jobs}
+        for future in as_completed(futures):
+            future.result()  # a failed training raises here
+            yield futures[future]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict:
@@ -379,8 +404,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rollout-alignment", action="store_true",
         help="also Recall@1 on succeeded vs failed rollouts (paper Fig. 3; rollouts render every tick)",
     )  # fmt: skip
+    parser.add_argument(
+        "--train-jobs", type=int, default=1,
+        help="runs trained at once (worker processes); evaluation overlaps the next training",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.train_jobs < 1:
+        parser.error("--train-jobs must be >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds repeat")
     if args.probe_steps < 1:
@@ -400,7 +431,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @console_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     extra = [] if args.steps is None else ["--steps", str(args.steps)]
     args.overrides.append(f"policy_text={args.policy_text}")
     for override in args.overrides:
@@ -419,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finished = finished_rows(args.results, args.name, protocol)
         planned = {(arm.name, seed) for seed in args.seeds for arm in args.arms}
         rows = [row for key, row in finished.items() if key not in planned]  # earlier seeds, kept
+        order = [arm.name for arm in args.arms]
+        todo: list[tuple] = []
         for seed in args.seeds:
             for arm in args.arms:
                 if (arm.name, seed) in finished:
@@ -427,23 +460,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 if row := row_from_other_study(args.results, args.name, protocol, arm.name, seed):
                     rows.append(row)
-                    write_outputs(rows, args.results, args.name, args.reference)
                     continue
-                run_dir = args.out / run_name(arm.name, seed)
-                train_arm(args.config, args.data, run_dir, arm, seed, extra)
-                model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
-                policy_text = MirrorModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
-                rows.append(run_row(arm.name, seed, policy_text, model))
-                write_outputs(rows, args.results, args.name, args.reference)
-        write_outputs(rows, args.results, args.name, args.reference)
+                todo.append((args.config, args.data, args.out / run_name(arm.name, seed), arm, seed, extra))
+        for _, _, run_dir, arm, seed, _ in trained_runs(todo, args.train_jobs):
+            model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
+            policy_text = MirrorModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
+            rows.append(run_row(arm.name, seed, policy_text, model))
+            write_outputs(rows, args.results, args.name, args.reference, order)
+        write_outputs(rows, args.results, args.name, args.reference, order)
     except (TrainConfigError, DatasetError, SimError, EvaluationError, CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
     return 0
 
 
-def write_outputs(rows: Sequence[dict], results: Path, name: str, reference: str) -> None:
-    """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far."""
+def write_outputs(rows: list[dict], results: Path, name: str, reference: str, arms: Sequence[str]) -> None:
+    """``NAME.csv``, ``NAME_summary.csv`` and ``NAME.png`` from every row so far (sorted by training seed,
+    then in the order of ``arms``)."""
+    rows.sort(key=lambda r: (int(r["train_seed"]), arms.index(r["arm"]) if r["arm"] in arms else len(arms)))
     extra = sorted({k for r in rows for k in r if k.startswith(EXTRA_PREFIXES)} - set(METRICS))
     table = results / f"{name}.csv"
     write_csv(table, [*RUN_COLUMNS, *extra], rows)
