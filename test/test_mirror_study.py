@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     assert [(r["arm"], r["train_seed"]) for r in rows] == [
         ("mirror", "0"), ("baseline", "0"), ("mirror", "1"), ("baseline", "1"),
     ]  # fmt: skip
-    assert set(RUN_COLUMNS) | {"success_push_buttons"} <= set(rows[0])
+    assert set(RUN_COLUMNS) | {"success_push_buttons", "success_blind_push_buttons"} <= set(rows[0])
+    for prefix in ("success", "success_blind"):  # the variation the one rollout drew
+        assert any(re.fullmatch(f"{prefix}_push_buttons_v[0-9]+", k) for k in rows[0])
     evaluated = json.loads((out / "mirror_seed0" / "eval" / "results.json").read_text())["models"]
     split = evaluated["mirror_seed0"]["rollout_alignment_probe"]  # paper Fig. 3, through probed heads
     assert split["succeeded"]["rollouts"] + split["failed"]["rollouts"] == 1

@@ -80,6 +80,7 @@ RUN_COLUMNS = (
 METRICS = RUN_COLUMNS[3:]
 SHARED_PROTOCOL = ("evaluation", "data_fingerprint")  # what every arm of a study shares
 EXTRA_PREFIXES = ("success_", "rollout_recall_")  # per-task success, Fig. 3 alignment when measured
+DETAIL = re.compile(r"_v\d+$|^success_blind_")  # per variation, blind per task: in the CSVs, not the plot
 SUMMARY_COLUMNS = (
     "metric", "arm", "seeds", "mean", "ci95_low", "ci95_high", "reference", "paired_seeds", "difference_mean",
     "difference_ci95_low", "difference_ci95_high",
@@ -184,8 +185,12 @@ def run_row(arm: str, seed: int, policy_text: str, model: dict) -> dict[str, flo
         subset = model.get("rollout_alignment_probe", {}).get(label, {})
         if pairing in subset:
             row[f"rollout_recall_{label}_probe"] = subset[pairing]["mean"]
-    for task, summary in sorted(model["execution"]["per_task"].items()):
-        row[f"success_{task}"] = summary["success_mean"]
+    for kind, prefix in (("execution", "success"), ("execution_blind", "success_blind")):
+        for task, summary in sorted(model[kind]["per_task"].items()):
+            row[f"{prefix}_{task}"] = summary["success_mean"]
+            per_variation = summary["success_per_variation"]
+            for variation in sorted(per_variation, key=int):  # a control: does success follow the instruction
+                row[f"{prefix}_{task}_v{variation}"] = per_variation[variation]
     return row
 
 
@@ -348,7 +353,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
 def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
     from mirror.evaluation.plots import plt, save_figure
 
-    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    metrics = [m for m in dict.fromkeys(r["metric"] for r in summary) if m in METRICS or not DETAIL.search(m)]
     arms = list(dict.fromkeys(r["arm"] for r in summary))
     width = 0.8 / max(len(arms), 1)
     x = np.arange(len(metrics))
