@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from mirror.evaluation.mirror_study import (
     protocol_differences,
     row_from_other_study,
     summary_rows,
+    trained_runs,
 )
 from mirror.model import MirrorModel
 
@@ -212,3 +214,29 @@ def test_arms_may_be_added_and_the_same_run_is_taken_from_another_study(tmp_path
     assert row_from_other_study(tmp_path, "ablation", ablation, "lambda1", 0) is None  # never run
     elsewhere = {**ablation, "evaluation": {"episodes": 20}}
     assert row_from_other_study(tmp_path, "other", elsewhere, "instruction", 0) is None
+
+
+def record_training(log_dir: Path, name: str) -> None:
+    """A stand-in training for the scheduler test (module level: spawned workers import it)."""
+    (log_dir / f"{name}.start").write_text(str(time.time()))
+    time.sleep(0.4)
+    (log_dir / f"{name}.end").write_text(str(time.time()))
+
+
+@pytest.mark.slow
+def test_parallel_training_counts_the_callers_evaluation_as_a_slot(tmp_path: Path) -> None:
+    """Two jobs at once at most, evaluation included: each training holds its dataset in memory."""
+    jobs = [(tmp_path, f"run{k}") for k in range(4)]
+    evaluations = []
+    for job in trained_runs(jobs, 2, train=record_training):
+        assert (tmp_path / f"{job[1]}.end").is_file()  # yielded once its training ended
+        start = time.time()
+        time.sleep(0.4)
+        evaluations.append((start, time.time()))
+    intervals = [
+        (float((tmp_path / f"{name}.start").read_text()), float((tmp_path / f"{name}.end").read_text()))
+        for _, name in jobs
+    ] + evaluations
+    for moment in [begin + 1e-3 for begin, _ in intervals]:
+        assert sum(begin <= moment < end for begin, end in intervals) <= 2
+    assert len(evaluations) == 4

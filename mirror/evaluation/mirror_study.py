@@ -47,8 +47,8 @@ import logging
 import multiprocessing as mp
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,21 +135,40 @@ def _log_to_stderr() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def trained_runs(jobs: Sequence[tuple], parallel: int) -> Iterator[tuple]:
-    """Train every job (:func:`train_arm`'s arguments) and yield each as its training ends. ``parallel`` > 1
-    trains that many at once in worker processes (each run uses the config's ``threads``; the config's 1
-    leaves the other core idle), so the caller evaluates one run while the next trains."""
+def trained_runs(
+    jobs: Sequence[tuple], parallel: int, train: Callable[..., None] = train_arm
+) -> Iterator[tuple]:
+    """Train every job (:func:`train_arm`'s arguments) and yield each as its training ends, for the caller to
+    evaluate before it asks for the next. ``parallel`` > 1 runs that many jobs at once in worker processes
+    (each run uses the config's ``threads``; the config's 1 leaves the other core idle), the caller's
+    evaluation counting as one of them: a training holds its decoded dataset (~8 GB for data/train6), so
+    ``parallel`` bounds the memory as well as the cores."""
     if parallel == 1:
         for job in jobs:
-            train_arm(*job)
+            train(*job)
             yield job
         return
-    pool = ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_log_to_stderr)
+    waiting, running, finished = list(jobs), {}, []
+    pool = ProcessPoolExecutor(
+        parallel, mp_context=mp.get_context("spawn"), initializer=_log_to_stderr, max_tasks_per_child=1
+    )  # a fresh process per run: an idle worker would keep the last run's memory
+
+    def start(up_to: int) -> None:
+        while waiting and len(running) < up_to:
+            job = waiting.pop(0)
+            running[pool.submit(train, *job)] = job
+
     try:
-        futures = {pool.submit(train_arm, *job): job for job in jobs}
-        for future in as_completed(futures):
-            future.result()  # a failed training raises here
-            yield futures[future]
+        while waiting or running or finished:
+            if finished:
+                start(parallel - 1)  # the caller's evaluation takes the last slot
+                yield finished.pop(0)
+                continue
+            start(parallel)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a failed training raises here
+                finished.append(running.pop(future))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
