@@ -121,6 +121,11 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     assert table.read_text() == before
     assert (results / "mirror_vs_baseline_summary.csv").read_text() == summary_before
 
+    caplog.clear()  # --status says where each run stands and changes nothing
+    assert main([*study_args(out, results), "--seeds", "0", "1", "2", "--status"]) == 0
+    assert "mirror_seed2: to do" in caplog.text and "4 of 6 runs have their row" in caplog.text
+    assert not out.exists() and table.read_text() == before
+
     # a different protocol is refused, and nothing is lost
     caplog.clear()
     assert main([*study_args(out, results), "--episodes", "2"]) == 2

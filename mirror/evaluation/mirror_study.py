@@ -60,7 +60,7 @@ from mirror.evaluation.reporting import RESULTS_NAME
 from mirror.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror.model import POLICY_TEXT, MirrorModel
 from mirror.training.config import TrainConfigError, load_train_config, parse_override
-from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR
+from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME
 from mirror.training.train_joint import main as train_joint
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
@@ -173,6 +173,18 @@ def trained_runs(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def run_state(run_dir: Path) -> str:
+    """Where a run without a row stands, from its folder (``--status``)."""
+    if (run_dir / EVAL_DIR / RESULTS_NAME).is_file():
+        return "evaluated (its row is written on the next run of the study)"
+    if (run_dir / FINAL_DIR).is_dir():
+        return "trained, not evaluated"
+    latest = run_dir / CHECKPOINTS_DIR / LATEST_NAME
+    if latest.is_file():
+        return f"training, checkpoint {latest.read_text().strip()}"
+    return "training, no checkpoint yet" if run_dir.is_dir() else "to do"
+
+
 def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict:
     """The run's evaluation (done now unless its results are already on disk)."""
     out = run_dir / EVAL_DIR
@@ -272,9 +284,11 @@ def read_rows(table: Path) -> dict[tuple[str, int], dict]:
         return {(row["arm"], int(row["train_seed"])): row for row in csv.DictReader(handle)}
 
 
-def finished_rows(results: Path, name: str, protocol: dict) -> dict[tuple[str, int], dict]:
+def finished_rows(
+    results: Path, name: str, protocol: dict, record_protocol: bool = True
+) -> dict[tuple[str, int], dict]:
     """The rows already in ``NAME.csv``, by (arm, seed), after checking they may sit beside this protocol's
-    (:func:`incompatibilities`); records the protocol, with any arms it adds."""
+    (:func:`incompatibilities`); records the protocol, with any arms it adds, unless told not to."""
     table, record = results / f"{name}.csv", results / f"{name}_protocol.json"
     rows: dict[tuple[str, int], dict] = {}
     if table.is_file():
@@ -288,8 +302,9 @@ def finished_rows(results: Path, name: str, protocol: dict) -> dict[tuple[str, i
             )
         protocol = {**protocol, "arms": {**recorded["arms"], **protocol["arms"]}}
         rows = read_rows(table)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n")
+    if record_protocol:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n")
     return rows
 
 
@@ -432,6 +447,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--train-jobs", type=int, default=1,
         help="runs trained at once (worker processes); evaluation overlaps the next training",
     )  # fmt: skip
+    parser.add_argument(
+        "--status", action="store_true",
+        help="say where each run stands (row written, evaluated, training at step N, to do) and exit",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.train_jobs < 1:
@@ -471,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings.validate()
         protocol = study_protocol(args, settings)  # a bad config or override fails before any run
-        finished = finished_rows(args.results, args.name, protocol)
+        finished = finished_rows(args.results, args.name, protocol, record_protocol=not args.status)
         planned = {(arm.name, seed) for seed in args.seeds for arm in args.arms}
         rows = [row for key, row in finished.items() if key not in planned]  # earlier seeds, kept
         order = [arm.name for arm in args.arms]
@@ -485,7 +504,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if row := row_from_other_study(args.results, args.name, protocol, arm.name, seed):
                     rows.append(row)
                     continue
-                todo.append((args.config, args.data, args.out / run_name(arm.name, seed), arm, seed, extra))
+                run_dir = args.out / run_name(arm.name, seed)
+                if args.status:
+                    log.info("%s: %s", run_name(arm.name, seed), run_state(run_dir))
+                todo.append((args.config, args.data, run_dir, arm, seed, extra))
+        if args.status:
+            done = len(planned) - len(todo)
+            log.info("%d of %d runs have their row in %s.csv", done, len(planned), args.name)
+            return 0
         for _, _, run_dir, arm, seed, _ in trained_runs(todo, args.train_jobs):
             model = evaluate_arm(run_dir, run_name(arm.name, seed), settings)
             policy_text = MirrorModel.read_config(run_dir / FINAL_DIR)[0].policy_text  # an arm may set it
