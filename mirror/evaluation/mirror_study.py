@@ -397,10 +397,11 @@ def plot_summary(summary: Sequence[dict], path: Path, title: str) -> Path:
         means = np.array([100 * float(mine[m]["mean"]) for m in metrics])
         low = np.array([100 * float(mine[m]["ci95_low"]) for m in metrics])
         high = np.array([100 * float(mine[m]["ci95_high"]) for m in metrics])
-        errors = np.nan_to_num(np.vstack([means - low, high - means]))
+        errors = np.vstack([means - low, high - means])  # NaN with one seed: no bar rather than a zero one
         seeds = max(int(r["seeds"]) for r in mine.values())
         offset = (i - (len(arms) - 1) / 2) * width
-        ax.bar(x + offset, means, width, yerr=errors, capsize=2, label=f"{arm} ({seeds} seeds)")
+        label = f"{arm} ({seeds} seed{'' if seeds == 1 else 's'})"
+        ax.bar(x + offset, means, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(x)
     ax.set_xticklabels(metrics, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("% (mean, 95% interval across training seeds)")
