@@ -258,11 +258,16 @@ def protocol_differences(recorded: dict, current: dict, where: str = "") -> list
     return out
 
 
+def shared_differences(recorded: dict, current: dict) -> list[str]:
+    """Differences in what every arm of a study shares (:data:`SHARED_PROTOCOL`)."""
+    return protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, current)))
+
+
 def incompatibilities(recorded: dict, current: dict) -> list[str]:
     """Why rows made under ``recorded`` may not sit beside rows made under ``current``: another evaluation,
     other data, or an arm of the same name trained differently (arms may be added; overrides spelled
     differently but resolving to the same config are the same arm)."""
-    out = protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, current)))
+    out = shared_differences(recorded, current)
     for arm in sorted(set(recorded.get("arms", {})) & set(current["arms"])):
         old, new = recorded["arms"][arm].get("train_config"), current["arms"][arm]["train_config"]
         out += protocol_differences({"train_config": old}, {"train_config": new}, f"arms.{arm}.")
@@ -318,7 +323,7 @@ def row_from_other_study(results: Path, name: str, protocol: dict, arm: str, see
         if other == name or not table.is_file():
             continue
         recorded = read_protocol(record, table)
-        if protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, protocol))):
+        if shared_differences(recorded, protocol):
             continue
         rows = read_rows(table)
         for other_arm, entry in recorded.get("arms", {}).items():
