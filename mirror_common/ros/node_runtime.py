@@ -2,7 +2,10 @@
 
 SIGINT and SIGTERM set a flag that the spin loop checks every 100 ms, so a node always leaves through the same
 path (destroy the node, shut the executor and the context down) and exits 0; rclpy's own handlers are off
-(they would shut the context down under a callback, e.g. before the bridge's worker has stopped). A node that
+(they would shut the context down under a callback, e.g. before the bridge's worker has stopped). That path
+is bounded: a node that is still alive ``SHUTDOWN_TIMEOUT`` s after the signal (a callback that never returns,
+a DDS participant that never finishes deleting) exits with one line naming the stage, because a node that
+ignores its stop outlives a killed bringup (no parent is left to escalate to SIGKILL). A node that
 cannot start (missing checkpoint, bad parameter) raises :class:`NodeStartupError` (or rclpy a
 ParameterException for a value of the wrong type, or an error the caller lists), which is logged as one clear
 line and gives exit code 1. It lives in the base package so that the bridge, perception and policy nodes can
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 PARENT_PID_ENV = "MIRROR_PARENT_PID"  # set by whoever starts nodes and wants them gone when it dies
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 EXIT_STARTUP_FAILED = EXIT_USAGE  # a setting to fix, like every console script's bad input
+EXIT_SHUTDOWN_HUNG = 1
+SHUTDOWN_TIMEOUT = 10.0  # s from a stop signal to the end of the process (a clean stop takes ~1 s)
 
 
 class NodeStartupError(MirrorError, RuntimeError):
@@ -67,12 +72,78 @@ def follow_parent() -> None:
         raise SystemExit(1) from None
 
 
-def install_stop_handlers() -> threading.Event:
-    """SIGINT/SIGTERM -> the returned event (call from the main thread)."""
-    stop = threading.Event()
+class ShutdownWatchdog:
+    """Ends the process if it is still alive ``timeout`` s after :meth:`arm`, naming the stage it hung in.
+
+    Armed, it stays armed past ``run_node``'s return, so interpreter exit (atexit handlers, thread joins)
+    is covered too: a stop request means the process is ending. It writes with ``os.write`` because a hung
+    stage may hold the logging lock.
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.stage = "starting the node"
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self) -> None:
+        """Start the countdown (again: no effect)."""
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(self.timeout, self._expire)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _expire(self) -> None:
+        line = f"[ERROR] {self.name}: shutdown hung for {self.timeout:g} s while {self.stage}; exiting now\n"
+        os.write(2, line.encode())
+        os._exit(EXIT_SHUTDOWN_HUNG)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM, polled by the spin loop.
+
+    Not a ``threading.Event``: its ``set`` takes a lock, and a second signal arriving while the handler holds
+    it re-enters the handler on the same thread and deadlocks. That happens: a dying bringup makes the kernel
+    send the parent-death signal once per thread of bringup's that exits, several within a millisecond
+    (seen with py-spy: three nested handlers, the node hung for good). Setting a bool takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self, *_: object) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def install_stop_handlers(watchdog: ShutdownWatchdog | None = None) -> StopFlag:
+    """SIGINT/SIGTERM -> the returned flag, and ``watchdog`` armed the moment the signal arrives (call from
+    the main thread).
+
+    The Python-level handler runs only once the main thread is back in Python, which a callback stuck in C
+    never is; so a thread reading the signal module's wakeup fd (written by the C-level handler, from any
+    thread) arms the watchdog instead.
+    """
+    stop = StopFlag()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop.set)
+    if watchdog is not None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        threading.Thread(
+            target=_arm_on_signal, args=(read_end, watchdog), name="stop-signal", daemon=True
+        ).start()
     return stop
+
+
+def _arm_on_signal(read_end: int, watchdog: ShutdownWatchdog) -> None:
+    if os.read(read_end, 1):  # one byte per signal caught
+        watchdog.arm()
 
 
 def run_node(
@@ -80,15 +151,19 @@ def run_node(
     name: str,
     args: list[str] | None = None,
     startup_errors: tuple[type[BaseException], ...] = (),
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> int:
     """Create the node with ``make_node`` and spin it until SIGINT/SIGTERM; returns the exit code.
 
     ``startup_errors``: further exception types that ``make_node`` raises for a setting the user must fix.
+    ``shutdown_timeout``: from a stop signal (or from leaving the spin loop otherwise) the process ends
+    within this many seconds, cleanly or with exit code :data:`EXIT_SHUTDOWN_HUNG` (see ShutdownWatchdog).
     """
     configure_logging()
     follow_parent()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = install_stop_handlers()
+    watchdog = ShutdownWatchdog(name, shutdown_timeout)
+    stop = install_stop_handlers(watchdog)
     try:
         node = make_node()
     except (NodeStartupError, ParameterException, *startup_errors) as err:
@@ -97,15 +172,20 @@ def run_node(
         return EXIT_STARTUP_FAILED
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    watchdog.stage = "spinning (a callback did not return)"
     try:
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        watchdog.arm()
+        watchdog.stage = "destroying the node"
         executor.remove_node(node)
         node.destroy_node()
+        watchdog.stage = "shutting the executor and the ROS context down"
         executor.shutdown()
         rclpy.try_shutdown()
+        watchdog.stage = "exiting the interpreter"
     log.info("%s stopped", name)
     return 0
