@@ -328,6 +328,44 @@ def test_rlbench_backend_without_coppeliasim_fails_with_its_clear_error(client, 
         )
 
 
+def test_a_bridge_publishing_the_clock_stamps_with_simulated_time_from_the_first_message(client):
+    """Before, its own ROS clock read 0 until its /clock subscription heard a tick, so the start-up status
+    and the first camera sets were stamped 0. Here the bridge is never spun: every stamp must still be set."""
+    from sim_bridge.ros.bridge_node import SimBridgeNode
+
+    namespace = "/sim_time_check"
+    statuses: list[EpisodeStatus] = []
+    stamps: list[float] = []
+    client.node.create_subscription(
+        String, f"{namespace}/{EPISODE_STATUS_TOPIC}", lambda m: statuses.append(status_from_message(m)),
+        latched_qos(),
+    )  # fmt: skip
+    client.node.create_subscription(
+        Image, f"{namespace}/{camera_topic('front', 'image_raw')}",
+        lambda m: stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), sensor_qos(),
+    )  # fmt: skip
+    node = SimBridgeNode(
+        context=client.context,
+        namespace=namespace,
+        parameter_overrides=[
+            Parameter("use_sim_time", value=True),
+            Parameter("publish_clock", value=True),
+            Parameter("publish_rate", value=10.0),
+        ],
+    )
+    try:
+        wait_for(
+            lambda: any(s.state == "running" for s in statuses) and len(stamps) >= 3,
+            30,
+            "the start-up episode's status and three camera sets",
+        )
+    finally:
+        node.destroy_node()
+    # simulated time starts at 1 s
+    assert all(1.0 <= status.stamp < 60.0 for status in statuses), statuses
+    assert all(1.0 <= stamp < 60.0 for stamp in stamps), stamps
+
+
 def test_sigterm_stops_the_bridge_cleanly(client, bridge):
     assert bridge.poll() is None, "the bridge died during the tests"
     bridge.send_signal(signal.SIGTERM)  # SIGINT takes the same path (and ends the bench's bridge)

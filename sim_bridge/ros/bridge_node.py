@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock as RclpyClock
 from rclpy.clock import ClockType
@@ -171,6 +172,11 @@ class SimBridgeNode(Node):
         self._rejections = ReasonLog(logging.getLogger(NODE_NAME), REJECTION_LOG_PERIOD)
         self._instruction: str | None = None
         self._status_lock = threading.Lock()
+        self._steady = RclpyClock(clock_type=ClockType.STEADY_TIME)
+        # steady-clock ns at simulated time 0 when this bridge publishes /clock (sim time starts at 1 s)
+        self._sim_origin: int | None = None
+        if self._param(PARAM_PUBLISH_CLOCK):
+            self._sim_origin = self._steady.now().nanoseconds - 1_000_000_000
         config = WorkerConfig(
             publish_rate=self._param(PARAM_PUBLISH_RATE),
             max_steps=self._param(PARAM_MAX_STEPS),
@@ -188,7 +194,7 @@ class SimBridgeNode(Node):
             super().destroy_node()
             raise
 
-        if self._param(PARAM_PUBLISH_CLOCK):
+        if self._sim_origin is not None:
             self._start_clock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -210,14 +216,20 @@ class SimBridgeNode(Node):
         node's own clock would wait for /clock forever under use_sim_time). It starts near zero, far from wall
         time, so a node that compared stamps with its wall clock instead of its ROS clock would fail."""
         publisher = self.create_publisher(Clock, CLOCK_TOPIC, keep_last_qos(1))
-        steady = RclpyClock(clock_type=ClockType.STEADY_TIME)
-        start = steady.now().nanoseconds - 1_000_000_000  # sim time starts at 1 s
 
         def tick() -> None:
-            publisher.publish(Clock(clock=ns_to_stamp(steady.now().nanoseconds - start)))
+            publisher.publish(Clock(clock=self._stamp_now()))
 
         tick()
-        self.create_timer(1.0 / CLOCK_RATE, tick, clock=steady)
+        self.create_timer(1.0 / CLOCK_RATE, tick, clock=self._steady)
+
+    def _stamp_now(self) -> TimeMsg:
+        """Now on the stack's clock, for stamps. When this bridge publishes /clock, that is the simulated time
+        it publishes: its own ROS clock under use_sim_time reads 0 until its subscription hears the first
+        tick, which stamped the first status and camera sets 0."""
+        if self._sim_origin is None:
+            return self.get_clock().now().to_msg()
+        return ns_to_stamp(self._steady.now().nanoseconds - self._sim_origin)
 
     # -- public API (also used by the services) ------------------------------------------------------------
     @property
@@ -285,8 +297,7 @@ class SimBridgeNode(Node):
         except (BridgeBusyError, RuntimeError) as err:
             reason = "busy" if isinstance(err, BridgeBusyError) else "bridge stopping"
             self._rejections.record(reason, f"keyframe_action: {err}")
-            now = self.get_clock().now().nanoseconds * 1e-9
-            answer = ActionRejection(reason, str(err), self.status.episode, now)
+            answer = ActionRejection(reason, str(err), self.status.episode, seconds(self._stamp_now()))
             self._rejection_pub.publish(String(data=answer.to_json()))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -319,11 +330,11 @@ class SimBridgeNode(Node):
 
     # -- publishing (worker thread) ------------------------------------------------------------------------
     def _publish_set(self, observation: Observation) -> None:
-        self._cameras.publish(observation, self.get_clock().now().to_msg())
+        self._cameras.publish(observation, self._stamp_now())
 
     def _publish_status(self, status: EpisodeStatus) -> None:
         with self._status_lock:
-            status = status.with_(stamp=seconds(self.get_clock().now().to_msg()))
+            status = status.with_(stamp=seconds(self._stamp_now()))
             if status.instruction and status.instruction != self._instruction:
                 self._instruction = status.instruction
                 self._instruction_pub.publish(String(data=status.instruction))
