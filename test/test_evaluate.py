@@ -510,3 +510,19 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     assert row["position_beyond_5cm_pct"] == pytest.approx(100 / 3)
     assert row["rotation_beyond_10deg_pct"] == pytest.approx(200 / 3)
     assert row["gripper_accuracy_pct"] == pytest.approx(200 / 3)
+    # the first keyframe (step 0) picks the object: one episode of two lands 12 cm off
+    picked = summarise([KeyframeError("t", 0, 0, 0.4, 1.0, True), KeyframeError("t", 0, 1, 9.0, 1.0, True),
+                        KeyframeError("t", 1, 0, 12.0, 1.0, True)])[0]  # fmt: skip
+    assert picked["first_keyframe_beyond_5cm_pct"] == 50.0
+    # --from-errors summarises the written rows again without a model: the same summary, up to the rows'
+    # rounding to 0.01
+    again = tmp_path / "again"
+    assert keyframe_errors_main(["--from-errors", str(out / ERRORS_NAME), "--out", str(again)]) == 0
+    assert (again / ERRORS_NAME).read_text() == (out / ERRORS_NAME).read_text()
+    resummarised = list(csv.DictReader((again / SUMMARY_NAME).open()))
+    assert [(r["model"], r["task"]) for r in resummarised] == [(r["model"], r["task"]) for r in summary]
+    for new, old in zip(resummarised, summary):
+        for column, value in old.items():
+            if column not in ("model", "task"):
+                expected = pytest.approx(float(value or "nan"), abs=0.02, nan_ok=True)
+                assert float(new[column] or "nan") == expected

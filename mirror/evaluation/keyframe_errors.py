@@ -14,7 +14,12 @@ its instruction moves by about that distance; one that ignores it does not move 
 one trained variation). The instruction-blind control of ``evaluate`` says whether success depends on the
 instruction; this says where in the action the instruction is lost.
 
+Which object: the first keyframe (step 0) is where the policy picks what to act on (which button, tap or
+piece of meat); later keyframes start beside it. ``first_keyframe_beyond_5cm_pct`` is the share of episodes
+whose first keyframe lands more than 5 cm off, i.e. on another object where the scene has several.
+
     keyframe_errors --checkpoints runs/mirror checkpoints/mirror_cpu_small --names new shipped --out DIR
+    keyframe_errors --from-errors DIR/keyframe_errors.csv --out DIR    # re-summarise rows, no model
 
 writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
 ``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks).
@@ -23,6 +28,7 @@ writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import math
 import statistics
@@ -52,8 +58,9 @@ SUMMARY_NAME = "keyframe_errors_summary.csv"
 ALL_TASKS = "all"
 SUMMARY_COLUMNS = (
     "task", "keyframes", "position_mean_cm", "position_median_cm", "position_within_1cm_pct",
-    "position_within_2cm_pct", "position_beyond_5cm_pct", "rotation_median_deg", "rotation_beyond_10deg_pct",
-    "gripper_accuracy_pct", "instruction_shift_median_cm", "instruction_shift_beyond_5cm_pct",
+    "position_within_2cm_pct", "position_beyond_5cm_pct", "first_keyframe_beyond_5cm_pct",
+    "rotation_median_deg", "rotation_beyond_10deg_pct", "gripper_accuracy_pct", "instruction_shift_median_cm",
+    "instruction_shift_beyond_5cm_pct",
 )  # fmt: skip
 
 
@@ -122,9 +129,9 @@ def keyframe_errors(
 
 def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
     """Per task, then over all tasks: count, position mean / median and the shares within 1 cm, within 2 cm
-    and beyond 5 cm, rotation median and the share beyond 10 degrees, gripper accuracy (percentages), and the
-    median instruction shift and the share of steps it exceeds 5 cm (NaN where no step had another
-    variation's instruction)."""
+    and beyond 5 cm, the share of first keyframes (step 0) beyond 5 cm, rotation median and the share beyond
+    10 degrees, gripper accuracy (percentages), and the median instruction shift and the share of steps it
+    exceeds 5 cm (NaN where no step had another variation's instruction)."""
     groups: dict[str, list[KeyframeError]] = {}
     for error in errors:
         groups.setdefault(error.task, []).append(error)
@@ -135,6 +142,7 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
         position = [e.position_cm for e in group]
         rotation = [e.rotation_deg for e in group]
         shifts = [e.instruction_shift_cm for e in group if math.isfinite(e.instruction_shift_cm)]
+        first = [e.position_cm for e in group if e.step == 0]
 
         def share(values: list[float], test) -> float:  # noqa: ANN001 - a predicate
             return 100.0 * sum(1 for v in values if test(v)) / len(values)
@@ -147,6 +155,7 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
             share(position, lambda v: v < 1.0),
             share(position, lambda v: v < 2.0),
             share(position, lambda v: v > 5.0),
+            share(first, lambda v: v > 5.0) if first else math.nan,
             statistics.median(rotation),
             share(rotation, lambda v: v > 10.0),
             100.0 * sum(e.gripper_match for e in group) / len(group),
@@ -174,6 +183,26 @@ def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
     write_csv(out / SUMMARY_NAME, ("model", *SUMMARY_COLUMNS), summary)
 
 
+def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
+    """``{model name: errors}`` from a ``keyframe_errors.csv`` that :func:`write_errors` wrote."""
+    results: dict[str, list[KeyframeError]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            shift = row["instruction_shift_cm"]
+            results.setdefault(row["model"], []).append(
+                KeyframeError(
+                    task=row["task"],
+                    episode=int(row["episode"]),
+                    step=int(row["step"]),
+                    position_cm=float(row["position_cm"]),
+                    rotation_deg=float(row["rotation_deg"]),
+                    gripper_match=row["gripper_match"] == "True",
+                    instruction_shift_cm=float(shift) if shift else math.nan,
+                )
+            )
+    return results
+
+
 def held_out_episodes(checkpoint: Path, data: Path | None, tasks: Sequence[str]) -> list[HeldOutEpisode]:
     """``--data``'s episodes when given, else the held-out rows of the checkpoint's ``split.json``."""
     if data is not None:
@@ -188,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="keyframe_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="run or model directories")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoints", type=Path, nargs="+", help="run or model directories")
+    source.add_argument(
+        "--from-errors", type=Path, help="a keyframe_errors.csv to summarise again (no model is run)"
+    )
     parser.add_argument("--names", nargs="+", help="one name per checkpoint (default: the directory names)")
     parser.add_argument(
         "--data", type=Path, help="episodes to measure on (default: each run's held-out split)"
@@ -198,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.from_errors is not None:
+        results = read_errors(args.from_errors)
+        write_errors(prepare_output_directory(args.out, "--out directory"), results)
+        log.info("summarised %d models' rows of %s into %s", len(results), args.from_errors, args.out)
+        return 0
     names = args.names or [path.name for path in args.checkpoints]
     if len(names) != len(args.checkpoints):
         log.error("--names needs one name per checkpoint (%d for %d)", len(names), len(args.checkpoints))
