@@ -32,9 +32,12 @@ NODE_SCRIPT = textwrap.dedent(
         def __init__(self):
             super().__init__("runtime_probe")
             self.create_timer(0.05, self.tick)
-            print("ready", flush=True)
+            self.ticks = 0
 
         def tick(self):
+            self.ticks += 1
+            if self.ticks == 1:
+                print("ready", flush=True)  # spinning: the stop signal comes after this line
             if sys.argv[1] == "stuck_callback":
                 time.sleep(3600)  # a callback that never returns: the spin loop never sees the stop
 
