@@ -455,6 +455,14 @@ def test_success_mean_and_std_over_seeds():
 
 
 def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, dataset, tmp_path):
+    from mirror.evaluation.approach_errors import (
+        APPROACH_FRACTIONS,
+        APPROACH_NAME,
+        APPROACH_SUMMARY_NAME,
+        ApproachError,
+        approach_errors,
+        summarise_approach,
+    )
     from mirror.evaluation.episode_data import keyframes_and_seed
     from mirror.evaluation.held_out import held_out_from_split
     from mirror.evaluation.keyframe_errors import (
@@ -476,6 +484,7 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
         "b",
         "--out",
         str(out),
+        "--approach",
         "--no-progress",
     ]
     assert keyframe_errors_main(argv) == 0
@@ -514,6 +523,22 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     picked = summarise([KeyframeError("t", 0, 0, 0.4, 1.0, True), KeyframeError("t", 0, 1, 9.0, 1.0, True),
                         KeyframeError("t", 1, 0, 12.0, 1.0, True)])[0]  # fmt: skip
     assert picked["first_keyframe_beyond_5cm_pct"] == 50.0
+    # --approach: step 0 from frames on the way to the first keyframe, the first of them frame 0
+    approach = [r for r in csv.DictReader((out / APPROACH_NAME).open()) if r["model"] == "a"]
+    assert len(approach) == len(episodes) * len(APPROACH_FRACTIONS)
+    at_start = [r for r in approach if float(r["fraction"]) == 0.0]
+    assert all(r["frame"] == "0" and float(r["moved_cm"]) == 0.0 for r in at_start)
+    step0 = {r["episode"]: r["position_cm"] for r in rows if r["model"] == "a" and r["step"] == "0"}
+    assert {r["episode"]: r["position_cm"] for r in at_start} == step0  # the same act as keyframe_errors'
+    approach_summary = list(csv.DictReader((out / APPROACH_SUMMARY_NAME).open()))
+    assert {float(r["fraction"]) for r in approach_summary} == set(APPROACH_FRACTIONS)
+    made = [ApproachError("t", e, 0.0, 0, 0.0, cm) for e, cm in enumerate((0.3, 12.0, 28.0))]
+    made += [ApproachError("t", e, 0.5, 20, moved, 0.4) for e, moved in enumerate((20.0, 26.0, 30.0))]
+    start, half = summarise_approach(made)
+    assert (start["episodes"], start["first_keyframe_beyond_5cm_pct"]) == (3, pytest.approx(200 / 3))
+    assert (half["moved_median_cm"], half["first_keyframe_beyond_5cm_pct"]) == (26.0, 0.0)
+    with pytest.raises(ValueError, match="fractions"):
+        approach_errors(None, [], fractions=[1.0])
     # --from-errors summarises the written rows again without a model: the same summary, up to the rows'
     # rounding to 0.01
     again = tmp_path / "again"

@@ -18,11 +18,15 @@ Which object: the first keyframe (step 0) is where the policy picks what to act 
 piece of meat); later keyframes start beside it. ``first_keyframe_beyond_5cm_pct`` is the share of episodes
 whose first keyframe lands more than 5 cm off, i.e. on another object where the scene has several.
 
+``--approach`` also acts at step 0 from frames part of the way to the first keyframe (``approach_errors``):
+whether the policy finds the object or follows the arm's heading.
+
     keyframe_errors --checkpoints runs/mirror checkpoints/mirror_cpu_small --names new shipped --out DIR
     keyframe_errors --from-errors DIR/keyframe_errors.csv --out DIR    # re-summarise rows, no model
 
 writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
-``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks).
+``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks); with ``--approach`` also
+``DIR/approach.csv`` and ``DIR/approach_summary.csv``.
 """
 
 from __future__ import annotations
@@ -32,15 +36,24 @@ import csv
 import logging
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mirror.agent import MirrorAgent
+from mirror.evaluation.approach_errors import (
+    APPROACH_NAME,
+    APPROACH_SUMMARY_COLUMNS,
+    APPROACH_SUMMARY_NAME,
+    ApproachError,
+    approach_errors,
+    summarise_approach,
+)
 from mirror.evaluation.episode_data import keyframes_and_seed, load_observations, policy_frames
 from mirror.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror.evaluation.model_source import resolve_checkpoint
@@ -172,15 +185,34 @@ def _format(value: object) -> str:
     return str(value)
 
 
-def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
-    """Both CSVs of the module docstring for ``{model name: errors}``."""
-    fields = tuple(KeyframeError.__dataclass_fields__)
+def _write_per_model(
+    paths: tuple[Path, Path],
+    record_type: type,
+    results: dict[str, list[Any]],
+    summarise_rows: Callable[[list[Any]], list[dict[str, float | int | str]]],
+    summary_columns: tuple[str, ...],
+) -> None:
+    """``paths``: one row per model and ``record_type`` record, and one per model and summary row."""
+    rows_path, summary_path = paths
+    fields = tuple(record_type.__dataclass_fields__)
     rows = [{"model": name, **{k: _format(v) for k, v in asdict(e).items()}}
             for name, errors in results.items() for e in errors]  # fmt: skip
-    write_csv(out / ERRORS_NAME, ("model", *fields), rows)
+    write_csv(rows_path, ("model", *fields), rows)
     summary = [{"model": name, **{k: _format(v) for k, v in row.items()}}
-               for name, errors in results.items() for row in summarise(errors)]  # fmt: skip
-    write_csv(out / SUMMARY_NAME, ("model", *SUMMARY_COLUMNS), summary)
+               for name, errors in results.items() for row in summarise_rows(errors)]  # fmt: skip
+    write_csv(summary_path, ("model", *summary_columns), summary)
+
+
+def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
+    """Both CSVs of the module docstring for ``{model name: errors}``."""
+    paths = (out / ERRORS_NAME, out / SUMMARY_NAME)
+    _write_per_model(paths, KeyframeError, results, summarise, SUMMARY_COLUMNS)
+
+
+def write_approach(out: Path, results: dict[str, list[ApproachError]]) -> None:
+    """``approach.csv`` and its summary (see ``approach_errors``) for ``{model name: errors}``."""
+    paths = (out / APPROACH_NAME, out / APPROACH_SUMMARY_NAME)
+    _write_per_model(paths, ApproachError, results, summarise_approach, APPROACH_SUMMARY_COLUMNS)
 
 
 def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
@@ -228,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", nargs="*", default=[], help="only these tasks")
     parser.add_argument("--out", type=Path, required=True, help="folder for the two CSVs")
+    parser.add_argument(
+        "--approach",
+        action="store_true",
+        help="also act from frames on the way to the first keyframe (approach.csv; see approach_errors)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -242,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     out = prepare_output_directory(args.out, "--out directory")
     results = {}
+    approach = {}
     for name, checkpoint in zip(names, args.checkpoints):
         agent = MirrorAgent.from_pretrained(resolve_checkpoint(checkpoint).model_dir)
         episodes = held_out_episodes(checkpoint, args.data, args.tasks)
         results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
+        if args.approach:
+            approach[name] = approach_errors(agent, episodes, progress=not args.no_progress)
         overall = summarise(results[name])[-1]
         log.info(
             "%s: %d keyframes, position median %.2f cm, rotation median %.1f deg, instruction shift median "
@@ -255,4 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     write_errors(out, results)
     log.info("wrote %s and %s", out / ERRORS_NAME, out / SUMMARY_NAME)
+    if approach:
+        write_approach(out, approach)
+        log.info("wrote %s and %s", out / APPROACH_NAME, out / APPROACH_SUMMARY_NAME)
     return 0
