@@ -79,6 +79,7 @@ def test_a_stopped_node_exits_cleanly():
     assert "runtime_probe stopped" in output and "shutdown hung" not in output
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     ("mode", "stage"),
     [("hung_teardown", "destroying the node"), ("stuck_callback", "spinning (a callback did not return)")],
@@ -90,6 +91,7 @@ def test_a_node_that_ignores_its_stop_is_ended_with_the_stage_named(mode, stage)
     assert seconds < 20  # without the watchdog it would sleep for an hour
 
 
+@pytest.mark.faults
 def test_the_stop_handler_survives_being_reentered_at_any_point():
     """A dying bringup sends several SIGTERMs within a millisecond, so the handler can be interrupted by
     itself. Here it is re-entered at every step of its own run (each Python and C call it makes); a handler

@@ -328,6 +328,7 @@ def test_rlbench_backend_without_coppeliasim_fails_with_its_clear_error(client, 
         )
 
 
+@pytest.mark.faults
 def test_a_bridge_publishing_the_clock_stamps_with_simulated_time_from_the_first_message(client):
     """Before, its own ROS clock read 0 until its /clock subscription heard a tick, so the start-up status
     and the first camera sets were stamped 0. Here the bridge is never spun: every stamp must still be set."""
