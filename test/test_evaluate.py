@@ -551,3 +551,26 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
             if column not in ("model", "task"):
                 expected = pytest.approx(float(value or "nan"), abs=0.02, nan_ok=True)
                 assert float(new[column] or "nan") == expected
+
+
+def test_keyframe_errors_on_the_training_split(dataset, tmp_path):
+    """--split-part train measures on the episodes the run trained on (memorisation vs generalisation)."""
+    from mirror.evaluation.episode_data import keyframes_and_seed
+    from mirror.evaluation.held_out import held_out_from_split
+    from mirror.evaluation.keyframe_errors import ERRORS_NAME
+    from mirror.evaluation.keyframe_errors import main as keyframe_errors_main
+
+    run = tmp_path / "run"
+    tiny_model(0).save_pretrained(run / "final")
+    entries = scan_episodes(dataset)
+    (run / "split.json").write_text(json.dumps(split_summary(entries[:1], entries[1:])))
+    trained = held_out_from_split(run / "split.json", part="train")
+    assert [e.record.path for e in trained] == [entries[0].record.path]
+    out = tmp_path / "train_part"
+    argv = ["--checkpoints", str(run), "--split-part", "train", "--out", str(out), "--no-progress"]
+    assert keyframe_errors_main(argv) == 0
+    rows = list(csv.DictReader((out / ERRORS_NAME).open()))
+    assert len(rows) == len(keyframes_and_seed(trained[0])[0])
+    assert {(r["task"], int(r["episode"])) for r in rows} == {(entries[0].task, entries[0].episode)}
+    with pytest.raises(ValueError, match="part must be one of"):
+        held_out_from_split(run / "split.json", part="test")

@@ -18,6 +18,8 @@ from mirror.training.data import RecordIdentity, record_instruction
 from sim_bridge.dataset import EpisodeRecord, RLBenchDataset, describe_episode
 from sim_bridge.errors import DatasetError
 
+SPLIT_PARTS = ("held_out", "train")
+
 
 @dataclass(frozen=True)
 class HeldOutEpisode(RecordIdentity):
@@ -36,20 +38,27 @@ def _resolve_episode_path(raw: str, split_file: Path) -> Path:
     return beside if beside.is_dir() else path
 
 
-def held_out_from_split(split_file: Path | str, tasks: Sequence[str] = ()) -> list[HeldOutEpisode]:
-    """The ``held_out`` episodes listed in a run's ``split.json`` (optionally of ``tasks`` only)."""
+def held_out_from_split(
+    split_file: Path | str, tasks: Sequence[str] = (), part: str = "held_out"
+) -> list[HeldOutEpisode]:
+    """The ``part`` episodes (default ``held_out``) of a run's ``split.json`` (optionally of ``tasks`` only).
+
+    ``part="train"`` reads the episodes the run trained on instead: set beside the held-out figure, it says
+    whether the model generalises or has memorised its training scenes."""
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"part must be one of {SPLIT_PARTS}, got {part!r}")
     split_file = Path(split_file)
     try:
         data = json.loads(split_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"cannot read the split file {split_file}: {exc}") from exc
-    rows = data.get("held_out") if isinstance(data, dict) else None
+    rows = data.get(part) if isinstance(data, dict) else None
     if not isinstance(rows, list):
-        raise DatasetError(f"{split_file} has no 'held_out' list")
+        raise DatasetError(f"{split_file} has no '{part}' list")
     episodes = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-            raise DatasetError(f"{split_file}: held_out[{i}] has no episode 'path'")
+            raise DatasetError(f"{split_file}: {part}[{i}] has no episode 'path'")
         if tasks and row.get("task") not in tasks:
             continue
         record = describe_episode(_resolve_episode_path(row["path"], split_file))
@@ -59,7 +68,7 @@ def held_out_from_split(split_file: Path | str, tasks: Sequence[str] = ()) -> li
         episodes.append(HeldOutEpisode(record, str(instruction)))
     if not episodes:
         raise EmptyHeldOutError(
-            f"{split_file} lists no held-out episodes"
+            f"{split_file} lists no {part} episodes"
             + (f" of tasks {list(tasks)}" if tasks else "")
             + " (trained with holdout_fraction 0?); pass --data <test dataset> or --skip-recognition "
             "--skip-alignment"

@@ -55,7 +55,7 @@ from mirror.evaluation.approach_errors import (
     summarise_approach,
 )
 from mirror.evaluation.episode_data import keyframes_and_seed, load_observations, policy_frames
-from mirror.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
+from mirror.evaluation.held_out import SPLIT_PARTS, HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror.evaluation.model_source import resolve_checkpoint
 from mirror.evaluation.reporting import write_csv
 from mirror_common.cli import EXIT_USAGE, console_main
@@ -235,13 +235,15 @@ def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
     return results
 
 
-def held_out_episodes(checkpoint: Path, data: Path | None, tasks: Sequence[str]) -> list[HeldOutEpisode]:
-    """``--data``'s episodes when given, else the held-out rows of the checkpoint's ``split.json``."""
+def held_out_episodes(
+    checkpoint: Path, data: Path | None, tasks: Sequence[str], part: str = "held_out"
+) -> list[HeldOutEpisode]:
+    """``--data``'s episodes when given, else the ``part`` rows of the checkpoint's ``split.json``."""
     if data is not None:
         return held_out_from_dataset(data, tasks)
     resolved = resolve_checkpoint(checkpoint)
     split = resolved.split_file or resolved.model_dir / "split.json"
-    return held_out_from_split(split, tasks)
+    return held_out_from_split(split, tasks, part)
 
 
 @console_main
@@ -257,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", nargs="+", help="one name per checkpoint (default: the directory names)")
     parser.add_argument(
         "--data", type=Path, help="episodes to measure on (default: each run's held-out split)"
+    )
+    parser.add_argument(
+        "--split-part",
+        choices=SPLIT_PARTS,
+        default="held_out",
+        help="which episodes of the run's split.json to measure on: train beside held_out shows memorisation",
     )
     parser.add_argument("--tasks", nargs="*", default=[], help="only these tasks")
     parser.add_argument("--out", type=Path, required=True, help="folder for the two CSVs")
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     approach = {}
     for name, checkpoint in zip(names, args.checkpoints):
         agent = MirrorAgent.from_pretrained(resolve_checkpoint(checkpoint).model_dir)
-        episodes = held_out_episodes(checkpoint, args.data, args.tasks)
+        episodes = held_out_episodes(checkpoint, args.data, args.tasks, args.split_part)
         results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
         if args.approach:
             approach[name] = approach_errors(agent, episodes, progress=not args.no_progress)
