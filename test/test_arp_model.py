@@ -296,9 +296,10 @@ def test_decoding_matches_teacher_forcing_and_respects_dependencies() -> None:
 
 
 # --------------------------------------------------------------------------- the policy
-def test_cpu_tiny_forward_backward_gives_finite_loss_and_gradients_everywhere() -> None:
+@pytest.mark.parametrize("language_film", [False, True])
+def test_cpu_tiny_forward_backward_gives_finite_loss_and_gradients_everywhere(language_film: bool) -> None:
     torch.manual_seed(0)
-    cfg = ARPConfig.cpu_tiny()
+    cfg = ARPConfig.cpu_tiny().replace(language_film=language_film)
     policy = ARPPolicy(cfg)
     batch = random_batch(cfg, 2, 2000)
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
@@ -319,6 +320,37 @@ def test_cpu_tiny_forward_backward_gives_finite_loss_and_gradients_everywhere() 
         assert p.grad is not None, name
         assert bool(torch.isfinite(p.grad).all()), name
         assert float(p.grad.abs().max()) > 0, name
+
+
+def test_language_film_starts_as_the_identity_and_then_reaches_the_per_view_layers() -> None:
+    torch.manual_seed(0)
+    cfg = ARPConfig.cpu_tiny()
+    plain = ARPPolicy(cfg).eval()
+    film = ARPPolicy(cfg.replace(language_film=True)).eval()
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".film." in k for k in missing)
+    batch = random_batch(cfg, 2, 2000)
+    for a, b in zip(plain.predict_action(batch), film.predict_action(batch), strict=True):
+        torch.testing.assert_close(a, b)  # a fine-tune from a checkpoint without FiLM starts where it was
+
+    def view_layer_output(policy: ARPPolicy, lang: torch.Tensor) -> torch.Tensor:
+        seen = []
+        hook = policy.mvt_coarse.view_layers[0].register_forward_hook(lambda m, i, o: seen.append(o))
+        try:
+            with torch.no_grad():
+                policy.mvt_coarse(policy._views(*views), batch["low_dim_state"], lang, batch["lang_mask"])
+        finally:
+            hook.remove()
+        return seen[0]
+
+    frame = CubeFrame.from_bounds(cfg.scene_bounds, 2, torch.device("cpu"))
+    views = (frame, batch["points"], batch["rgb"], torch.ones(batch["points"].shape[:2], dtype=torch.bool))
+    other = batch["lang"].flip(0)
+    with torch.no_grad():
+        film.mvt_coarse.film.proj.weight.normal_(0.0, 0.05)  # as after training
+    # without FiLM the per-view layers never see the instruction; with it they do
+    torch.testing.assert_close(view_layer_output(plain, batch["lang"]), view_layer_output(plain, other))
+    assert not torch.allclose(view_layer_output(film, batch["lang"]), view_layer_output(film, other))
 
 
 def test_overfits_one_sample_and_recovers_the_action() -> None:

@@ -172,6 +172,41 @@ def test_lamb_moves_each_tensor_by_lr_relative_to_its_norm_and_schedule_shape() 
     assert lr_factor(55, 100, 10, 0.01) == pytest.approx(0.505, abs=1e-3)
 
 
+def test_lamb_holds_a_zero_initialised_tensor_at_zero_unless_it_is_exempt() -> None:
+    """The trap the ``weights`` layer adaptation fixes: after a warm-up-sized first step, the trust ratio
+    ||w|| / ||update|| lets a tensor that started at zero grow only by a factor (1 + lr) per step."""
+    torch.manual_seed(0)
+    grads = [torch.randn(8, 8) + 0.5 for _ in range(200)]  # a consistent direction, as a useful gradient has
+    sizes = {}
+    for adapt in (True, False):
+        weight = torch.nn.Parameter(torch.zeros(8, 8))
+        optimizer = Lamb([{"params": [weight], "adapt": adapt}], lr=1e-3)
+        for step, grad in enumerate(grads):
+            optimizer.param_groups[0]["lr"] = 1e-3 * min(1.0, (step + 1) / 100)  # linear warm-up
+            weight.grad = grad
+            optimizer.step()
+        sizes[adapt] = float(weight.detach().abs().mean())
+    assert sizes[True] < 1e-4 < 0.05 < sizes[False]
+
+
+def test_layer_adaptation_weights_exempts_what_starts_at_zero(data_root: Path, tmp_path: Path) -> None:
+    trainer = MirrorTrainer(
+        small_config(data_root, tmp_path / "run", "optim.arp_layer_adaptation=weights"), CPU
+    )
+    adapted, exempt = trainer.optimizers.arp.param_groups
+    assert adapted["adapt"] and not exempt["adapt"] and exempt["weight_decay"] == 0.0
+    arp = trainer.model.arp
+    names = {id(p): n for n, p in arp.named_parameters()}
+    exempt_names = {names[id(p)] for p in exempt["params"]}
+    assert "cct.cross_blocks.0.modulation.1.weight" in exempt_names  # zero-initialised AdaLN
+    assert "mvt_coarse.fc_in.bias" in exempt_names and "mvt_coarse.fc_in.weight" not in exempt_names
+    assert len(adapted["params"]) + len(exempt["params"]) == len(names)
+    (only,) = MirrorTrainer(small_config(data_root, tmp_path / "all"), CPU).optimizers.arp.param_groups
+    assert only["adapt"] and len(only["params"]) == len(names)  # ``all``: as the shipped model trained
+    with pytest.raises(TrainConfigError, match="arp_layer_adaptation"):
+        small_config(data_root, tmp_path / "bad", "optim.arp_layer_adaptation=some")
+
+
 def test_viclip_learns_on_au_steps_only_and_arp_on_every_step(data_root: Path, tmp_path: Path) -> None:
     trainer = MirrorTrainer(small_config(data_root, tmp_path / "run", "au_update_prob=0.5", "seed=3"), CPU)
     groups = trainer.optimizers.viclip.param_groups
@@ -338,6 +373,15 @@ def test_init_parts_warm_start_only_the_named_weights(data_root: Path, tmp_path:
         )
     with pytest.raises(TrainConfigError, match="init_parts"):
         small_config(data_root, tmp_path / "bad", "init_parts=[policy]")
+    # a switch whose modules start as the identity (FiLM) may be turned on in a fine-tune, not off
+    film = MirrorTrainer(
+        small_config(data_root, tmp_path / "film", f"init={tmp_path / 'init'}", "arp.language_film=true"), CPU
+    )
+    assert torch.equal(film.model.state_dict()[taken[0]], source[taken[0]])
+    assert not film.model.arp.mvt_coarse.film.proj.weight.any()
+    film.model.save_pretrained(tmp_path / "film_init")
+    with pytest.raises(CheckpointError, match="arp config differs"):
+        MirrorTrainer(small_config(data_root, tmp_path / "bad", f"init={tmp_path / 'film_init'}"), CPU)
 
 
 def test_policy_text_own_gives_arp_its_own_tower_trained_by_the_ee_loss(

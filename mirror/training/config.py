@@ -77,6 +77,9 @@ class DataConfig:
     video_camera: str = "front"
 
 
+ARP_LAYER_ADAPTATION = ("all", "weights")
+
+
 @dataclass
 class OptimConfig:
     """Per-group learning rates (paper Sec. 4.1, supplement Table 5, research/arp.md section 6).
@@ -87,6 +90,11 @@ class OptimConfig:
         (batch_size x world size), as ARP's train.py does.
     warmup_steps / min_lr_ratio: linear warm-up from 0, then cosine to ``min_lr_ratio`` x base at the end.
     grad_clip_norm: clip each model's gradient norm (0 = off; ARP uses none).
+    arp_layer_adaptation: ``all`` applies LAMB's trust ratio to every ARP tensor (how the shipped model
+        trained, and the default of configs written before this option); ``weights`` exempts the tensors that
+        start at zero, biases, norm shifts and gains and the AdaLN / FiLM modulations, which then take plain
+        Adam steps without weight decay. Under ``all`` those stayed below 2e-3 in the shipped model after
+        22000 steps: its AdaLN cross blocks were still the identity (see :class:`mirror.training.lamb.Lamb`).
     """
 
     video_lr: float = 1e-5
@@ -102,6 +110,7 @@ class OptimConfig:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.01
     grad_clip_norm: float = 0.0
+    arp_layer_adaptation: str = "all"
 
 
 @dataclass
@@ -226,6 +235,11 @@ class TrainConfig(JsonConfig):
             )
         need(o.text_lr_ratio >= 0.0, "optim.text_lr_ratio must be >= 0")
         need(len(o.viclip_betas) == 2 and len(o.arp_betas) == 2, "optimizer betas need two values")
+        need(
+            o.arp_layer_adaptation in ARP_LAYER_ADAPTATION,
+            f"optim.arp_layer_adaptation must be one of {ARP_LAYER_ADAPTATION}, "
+            f"got {o.arp_layer_adaptation!r}",
+        )
         need(o.warmup_steps >= 0 and 0.0 <= o.min_lr_ratio <= 1.0, "bad warmup_steps / min_lr_ratio")
         need(o.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
         need(

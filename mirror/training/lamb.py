@@ -29,6 +29,11 @@ class Lamb(Optimizer):
         eps: added to the second-moment root.
         weight_decay: decoupled L2 factor added to the update before the trust ratio.
         bias_correction: divide the moments by (1 - beta^t) as Adam does (ARP: off).
+
+    A parameter group with ``adapt=False`` takes plain Adam steps (no trust ratio), as BERT's LAMB does for
+    biases and norms ("exclude from layer adaptation"): a tensor that starts at zero gets trust 1 on its
+    first step (a warm-up step, so a tiny one) and from then on ``||w|| / ||update||``, which lets it grow
+    by at most a factor ``1 + lr`` per step; in practice it stays at zero.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class Lamb(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "bias_correction": bias_correction,
+            "adapt": True,
         }
         super().__init__(params, defaults)
 
@@ -103,12 +109,13 @@ class Lamb(Optimizer):
         updates = torch._foreach_div(m_hat, denominators)
         if group["weight_decay"] != 0.0:
             torch._foreach_add_(updates, params, alpha=group["weight_decay"])
-        weight_norms = torch.stack(torch._foreach_norm(params)).clamp(0.0, MAX_WEIGHT_NORM)
-        update_norms = torch.stack(torch._foreach_norm(updates))
-        trust = torch.where(
-            (weight_norms > 0) & (update_norms > 0),
-            weight_norms / update_norms,
-            torch.ones_like(weight_norms),
-        )
-        torch._foreach_mul_(updates, trust.tolist())  # one host transfer per group, not per tensor
+        if group["adapt"]:
+            weight_norms = torch.stack(torch._foreach_norm(params)).clamp(0.0, MAX_WEIGHT_NORM)
+            update_norms = torch.stack(torch._foreach_norm(updates))
+            trust = torch.where(
+                (weight_norms > 0) & (update_norms > 0),
+                weight_norms / update_norms,
+                torch.ones_like(weight_norms),
+            )
+            torch._foreach_mul_(updates, trust.tolist())  # one host transfer per group, not per tensor
         torch._foreach_add_(params, updates, alpha=-group["lr"])

@@ -113,6 +113,22 @@ def build_viclip_optimizer(viclip: torch.nn.Module, o: OptimConfig) -> AdamW:
     )
 
 
+def arp_parameter_groups(model: MirrorModel, base_lr: float, layer_adaptation: str) -> list[dict]:
+    """LAMB groups of ARP: one with the trust ratio for everything (``all``), or (``weights``) a second,
+    without trust ratio or weight decay, for the tensors that start at zero: biases, norm parameters and the
+    zero-initialised modulations (``ARPPolicy.identity_at_start_parameters``)."""
+    named = list(model.arp.named_parameters())
+    if layer_adaptation == "all":
+        return [{"params": [p for _, p in named], "base_lr": base_lr, "name": "lr/arp"}]
+    starts_at_zero = model.arp.identity_at_start_parameters()
+    exempt = [p for n, p in named if p.ndim < 2 or n in starts_at_zero]
+    adapted = [p for n, p in named if not (p.ndim < 2 or n in starts_at_zero)]
+    return [
+        {"params": adapted, "base_lr": base_lr, "name": "lr/arp"},
+        {"params": exempt, "base_lr": base_lr, "name": "lr/arp", "weight_decay": 0.0, "adapt": False},
+    ]
+
+
 def build_optimizers(model: MirrorModel, config: TrainConfig, world_size: int) -> MirrorOptimizers:
     """Optimizers for the parts that train in this run (see module doc)."""
     o = config.optim
@@ -122,7 +138,7 @@ def build_optimizers(model: MirrorModel, config: TrainConfig, world_size: int) -
             viclip_opt = build_viclip_optimizer(model.viclip, o)
         arp_lr = o.arp_lr_per_sample * config.batch_size * world_size
         arp_opt = Lamb(
-            [{"params": list(model.arp.parameters()), "base_lr": arp_lr, "name": "lr/arp"}],
+            arp_parameter_groups(model, arp_lr, o.arp_layer_adaptation),
             lr=arp_lr,
             betas=(o.arp_betas[0], o.arp_betas[1]),
             eps=o.arp_eps,

@@ -69,6 +69,7 @@ from mirror_common.serialization import atomic_write, write_json
 from mirror_perception.modeling_viclip import ViCLIP
 from mirror_perception.recognition import InstructionRecognizer
 from mirror_perception.weights import load_official_checkpoint
+from mirror_policy.arp.configuration import IDENTITY_AT_START_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,8 @@ class MirrorTrainer:
         prefixes = self.config.init_parts
         ours, theirs = self.model.config.to_dict(), source.config.to_dict()
         ours["arp"], theirs["arp"] = self.model.config.arp.model_dict(), source.config.arp.model_dict()
+        for switch in IDENTITY_AT_START_FIELDS:  # a module the source lacks starts as the identity here
+            theirs["arp"][switch] = theirs["arp"][switch] or ours["arp"][switch]
         for part in sorted({p.split(".")[0] for p in prefixes}):
             if ours[part] != theirs[part]:  # ARP's training-only fields (augmentation, noise) may differ
                 raise CheckpointError(f"--init {directory}: its {part} config differs from this run's")

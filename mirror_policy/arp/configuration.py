@@ -40,6 +40,11 @@ TRAINING_ONLY_FIELDS: frozenset[str] = frozenset(
 )
 
 
+# Switches that add modules which start as the identity: a checkpoint trained without one initialises (--init)
+# a model with it, which then starts out computing exactly what the checkpoint did.
+IDENTITY_AT_START_FIELDS: frozenset[str] = frozenset(("language_film",))
+
+
 class ARPConfigError(MirrorError, ValueError):
     """An ARP configuration that is inconsistent or names an unknown option."""
 
@@ -66,6 +71,8 @@ class ARPConfig(JsonConfig):
         mvt_attn_dim / mvt_heads / mvt_dim_head / mvt_ff_mult: transformer width, heads and GEGLU ratio.
         mvt_view_layers: layers within each view; mvt_joint_layers: layers over language + all views.
         mvt_attn_dropout: attention dropout.
+        language_film: also scale and shift every MVT layer's image tokens per channel by the instruction
+            (FiLM from the mean language token), zero-initialised so that a model starts as without it.
     Chunking causal transformer (CCT):
         embed_dim / num_heads / mlp_dim: token width, heads, MLP hidden size.
         cross_layers: AdaLN blocks conditioned on one view's MVT tokens (position queries).
@@ -108,6 +115,7 @@ class ARPConfig(JsonConfig):
     mvt_view_layers: int = 2
     mvt_joint_layers: int = 2
     mvt_attn_dropout: float = 0.1
+    language_film: bool = False
     embed_dim: int = 64
     num_heads: int = 4
     mlp_dim: int = 256

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from mirror_perception.transformer_layers import attention, run_block
 from mirror_policy.arp.action_tokens import action_to_labels, labels_to_action
 from mirror_policy.arp.configuration import ARPConfig
-from mirror_policy.arp.mvt import MultiViewTransformer
+from mirror_policy.arp.mvt import LanguageFiLM, MultiViewTransformer
 from mirror_policy.arp.preprocessing import validate_batch
 from mirror_policy.arp.renderer import (
     NUM_VIEWS,
@@ -368,6 +368,9 @@ class ARPPolicy(nn.Module):
         self.apply(self._init_weights)
         for blk in self.cct.cross_blocks:
             blk.zero_init_modulation()
+        for mvt in (self.mvt_coarse, self.mvt_fine):
+            if mvt.film is not None:
+                mvt.film.zero_init()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -377,6 +380,17 @@ class ARPPolicy(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
+
+    def identity_at_start_parameters(self) -> set[str]:
+        """Names of the parameters that start at zero so that their block starts as the identity (the AdaLN
+        modulations, FiLM): an optimizer with a trust ratio must exempt them (``mirror.training.lamb``)."""
+        zero = set()
+        for name, module in self.named_modules():
+            if isinstance(module, VisualAdaLNBlock):
+                zero.add(f"{name}.modulation.1")
+            elif isinstance(module, LanguageFiLM):
+                zero.add(f"{name}.proj")
+        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[0] in zero}
 
     @property
     def embed_dim(self) -> int:

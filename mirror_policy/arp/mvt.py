@@ -11,6 +11,9 @@ Pipeline (research/arp.md section 3) for R x R views and patch size P (T = (R/P)
    are masked out as keys).
 5. Drop the language tokens, Linear attn_dim -> out_dim, and reshape to (B, 3, out_dim, R/P, R/P).
 
+With ``language_film`` the instruction also scales and shifts the image tokens before every layer (see
+:class:`LanguageFiLM`), the view layers included.
+
 Attention is :func:`mirror_perception.transformer_layers.attention` (``F.scaled_dot_product_attention`` or
 an unfused path where that is faster: dropout, bf16 on CPU); the feed-forward is GEGLU (dim -> 2 * mult *
 dim, gate, -> dim).
@@ -76,6 +79,39 @@ class _DenseBlock(nn.Sequential):
         super().__init__(nn.Linear(in_dim, out_dim), nn.GroupNorm(4, out_dim), nn.LeakyReLU(0.02))
 
 
+class LanguageFiLM(nn.Module):
+    """Per-channel scale and shift of the image tokens before each MVT layer, from the mean language token.
+
+    Without it the instruction reaches the image tokens only through attention in the joint layers, and the
+    small ``cpu_tiny`` model learned to ignore words that choose between two alike objects (the left or right
+    tap, the chicken or the steak: README, "Which object to act on"). FiLM gives the words a multiplicative
+    path into every layer, the per-view ones included. The projection starts at zero, so the module starts
+    as the identity and a checkpoint trained without it can be fine-tuned with it.
+    """
+
+    def __init__(self, dim: int, layers: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.proj = nn.Linear(dim, 2 * layers * dim)
+        self.zero_init()
+
+    def zero_init(self) -> None:
+        """Scale 1 and shift 0 for every instruction: the module is the identity."""
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, lang_tokens: Tensor, lang_mask: Tensor) -> Tensor:
+        """(B, L, D) tokens and (B, L) mask -> (B, layers, 2, D): each layer's (scale - 1, shift)."""
+        weights = lang_mask.to(lang_tokens.dtype).unsqueeze(-1)
+        sentence = (lang_tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.proj(sentence).view(sentence.shape[0], self.layers, 2, -1)
+
+    @staticmethod
+    def modulate(tokens: Tensor, film: Tensor) -> Tensor:
+        """Modulate (N, T, D) tokens by one layer's (N, 2, D) scale-minus-one and shift."""
+        return tokens * (1.0 + film[:, None, 0]) + film[:, None, 1]
+
+
 class MultiViewTransformer(nn.Module):
     """MVT backbone: (B, 3, 10, R, R) views + proprio + language -> (B, 3, out_dim, R/P, R/P) features."""
 
@@ -105,6 +141,8 @@ class MultiViewTransformer(nn.Module):
         self.view_layers = nn.ModuleList(layer() for _ in range(c.mvt_view_layers))
         self.joint_layers = nn.ModuleList(layer() for _ in range(c.mvt_joint_layers))
         self.fc_out = nn.Linear(c.mvt_attn_dim, self.out_dim)
+        layers = c.mvt_view_layers + c.mvt_joint_layers
+        self.film = LanguageFiLM(c.mvt_attn_dim, layers) if c.language_film else None
         self.checkpoint_activations = c.activation_checkpointing  # see run_block
 
     def forward(self, images: Tensor, proprio: Tensor, lang: Tensor, lang_mask: Tensor) -> Tensor:
@@ -128,14 +166,19 @@ class MultiViewTransformer(nn.Module):
         lang_tokens = self.lang(lang.reshape(B * L, -1)).view(B, L, -1)
         x = self.fc_in(torch.cat([lang_tokens, tokens], dim=1))  # (B, L + V*T, D)
 
+        film = self.film(x[:, :L], lang_mask) if self.film is not None else None
         img = x[:, L:].reshape(B * V, T, -1)
-        for blk in self.view_layers:
+        for i, blk in enumerate(self.view_layers):
+            if film is not None:
+                img = LanguageFiLM.modulate(img, film[:, i].repeat_interleave(V, dim=0))
             img = run_block(blk, img, checkpoint_activations=self.checkpoint_activations)
         x = torch.cat([x[:, :L], img.reshape(B, V * T, -1)], dim=1)
 
         key_ok = torch.cat([lang_mask.bool(), lang_mask.new_ones((B, V * T), dtype=torch.bool)], dim=1)
         mask = key_ok[:, None, None, :]
-        for blk in self.joint_layers:
+        for i, blk in enumerate(self.joint_layers, start=len(self.view_layers)):
+            if film is not None:
+                x = torch.cat([x[:, :L], LanguageFiLM.modulate(x[:, L:], film[:, i])], dim=1)
             x = run_block(blk, x, mask, checkpoint_activations=self.checkpoint_activations)
 
         out = self.fc_out(x[:, L:])  # (B, V*T, out)
