@@ -68,7 +68,7 @@ def held_out_from_split(
         episodes.append(HeldOutEpisode(record, str(instruction)))
     if not episodes:
         raise EmptyHeldOutError(
-            f"{split_file} lists no {part} episodes"
+            f"{split_file} lists no {part.replace('_', '-')} episodes"
             + (f" of tasks {list(tasks)}" if tasks else "")
             + " (trained with holdout_fraction 0?); pass --data <test dataset> or --skip-recognition "
             "--skip-alignment"
