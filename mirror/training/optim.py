@@ -121,8 +121,9 @@ def arp_parameter_groups(model: MirrorModel, base_lr: float, layer_adaptation: s
     if layer_adaptation == "all":
         return [{"params": [p for _, p in named], "base_lr": base_lr, "name": "lr/arp"}]
     starts_at_zero = model.arp.identity_at_start_parameters()
-    exempt = [p for n, p in named if p.ndim < 2 or n in starts_at_zero]
-    adapted = [p for n, p in named if not (p.ndim < 2 or n in starts_at_zero)]
+    adapted, exempt = [], []
+    for name, param in named:
+        (exempt if param.ndim < 2 or name in starts_at_zero else adapted).append(param)
     return [
         {"params": adapted, "base_lr": base_lr, "name": "lr/arp"},
         {"params": exempt, "base_lr": base_lr, "name": "lr/arp", "weight_decay": 0.0, "adapt": False},

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from mirror_perception.transformer_layers import attention, run_block
 from mirror_policy.arp.action_tokens import action_to_labels, labels_to_action
 from mirror_policy.arp.configuration import ARPConfig
-from mirror_policy.arp.mvt import LanguageFiLM, MultiViewTransformer
+from mirror_policy.arp.mvt import MultiViewTransformer, ZeroInitLinear
 from mirror_policy.arp.preprocessing import validate_batch
 from mirror_policy.arp.renderer import (
     NUM_VIEWS,
@@ -156,16 +156,11 @@ class VisualAdaLNBlock(nn.Module):
             nn.LayerNorm(dim),
         )
         self.cross = Attention(dim, heads, dropout)
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.zero_init_modulation()
+        self.modulation = nn.Sequential(nn.SiLU(), ZeroInitLinear(dim, 6 * dim))
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
         self.attn = Attention(dim, heads, dropout)
         self.mlp = _mlp(dim, mlp_dim, dropout)
-
-    def zero_init_modulation(self) -> None:
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
 
     def forward(
         self, x: Tensor, visual: Tensor, self_mask: Tensor | None = None, cross_mask: Tensor | None = None
@@ -366,11 +361,6 @@ class ARPPolicy(nn.Module):
         self.mvt_fine = MultiViewTransformer(config)
         self.cct = ChunkingCausalTransformer(config)
         self.apply(self._init_weights)
-        for blk in self.cct.cross_blocks:
-            blk.zero_init_modulation()
-        for mvt in (self.mvt_coarse, self.mvt_fine):
-            if mvt.film is not None:
-                mvt.film.zero_init()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -378,19 +368,20 @@ class ARPPolicy(nn.Module):
             nn.init.trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+            if isinstance(module, ZeroInitLinear):  # back to zero; the draw above keeps the seeded stream
+                nn.init.zeros_(module.weight)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
     def identity_at_start_parameters(self) -> set[str]:
         """Names of the parameters that start at zero so that their block starts as the identity (the AdaLN
         modulations, FiLM): an optimizer with a trust ratio must exempt them (``mirror.training.lamb``)."""
-        zero = set()
-        for name, module in self.named_modules():
-            if isinstance(module, VisualAdaLNBlock):
-                zero.add(f"{name}.modulation.1")
-            elif isinstance(module, LanguageFiLM):
-                zero.add(f"{name}.proj")
-        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[0] in zero}
+        return {
+            f"{name}.{param}"
+            for name, module in self.named_modules()
+            if isinstance(module, ZeroInitLinear)
+            for param, _ in module.named_parameters(recurse=False)
+        }
 
     @property
     def embed_dim(self) -> int:

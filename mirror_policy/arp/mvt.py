@@ -79,6 +79,18 @@ class _DenseBlock(nn.Sequential):
         super().__init__(nn.Linear(in_dim, out_dim), nn.GroupNorm(4, out_dim), nn.LeakyReLU(0.02))
 
 
+class ZeroInitLinear(nn.Linear):
+    """A linear layer that starts (and resets) at zero, so that the block it modulates starts as the identity
+    (AdaLN, FiLM). Its own type lets weight init skip it and optimizers find it
+    (``ARPPolicy.identity_at_start_parameters``)."""
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # draws as nn.Linear does, so seeded streams of later layers stay the same
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
 class LanguageFiLM(nn.Module):
     """Per-channel scale and shift of the image tokens before each MVT layer, from the mean language token.
 
@@ -92,13 +104,7 @@ class LanguageFiLM(nn.Module):
     def __init__(self, dim: int, layers: int) -> None:
         super().__init__()
         self.layers = layers
-        self.proj = nn.Linear(dim, 2 * layers * dim)
-        self.zero_init()
-
-    def zero_init(self) -> None:
-        """Scale 1 and shift 0 for every instruction: the module is the identity."""
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = ZeroInitLinear(dim, 2 * layers * dim)  # scale 1, shift 0 for every instruction
 
     def forward(self, lang_tokens: Tensor, lang_mask: Tensor) -> Tensor:
         """(B, L, D) tokens and (B, L) mask -> (B, layers, 2, D): each layer's (scale - 1, shift)."""
