@@ -18,6 +18,7 @@ from mirror.evaluation.mirror_study import (
     RUN_COLUMNS,
     Arm,
     ProtocolMismatchError,
+    comparable_config,
     finished_rows,
     interval,
     main,
@@ -27,6 +28,7 @@ from mirror.evaluation.mirror_study import (
     trained_runs,
 )
 from mirror.model import MirrorModel
+from mirror.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,6 +202,21 @@ def test_rows_are_only_reused_under_the_protocol_they_were_made_under(tmp_path: 
     with pytest.raises(ProtocolMismatchError, match="missing or unreadable"):
         finished_rows(tmp_path, "study", protocol)
     assert (tmp_path / "study.csv").read_text().endswith("mirror,3,0.5\n")  # nothing lost
+
+
+def test_rows_made_before_a_setting_existed_match_it_at_its_default(tmp_path: Path) -> None:
+    """A run recorded before ``optim.arp_layer_adaptation`` existed trained as its default ("all") does."""
+    today = comparable_config(TrainConfig().to_dict())
+    before = {**today, "optim": {k: v for k, v in today["optim"].items() if k != "arp_layer_adaptation"}}
+    finished_rows(tmp_path, "study", {"arms": {"mirror": {"train_config": before}}})
+    (tmp_path / "study.csv").write_text("arm,train_seed,success_mean\nmirror,0,0.5\n")
+    assert set(finished_rows(tmp_path, "study", {"arms": {"mirror": {"train_config": today}}})) == {
+        ("mirror", 0)
+    }
+    assert row_from_other_study(tmp_path, "ablation", {"arms": {"a": {"train_config": today}}}, "a", 0)
+    changed = {**today, "optim": {**today["optim"], "arp_layer_adaptation": "weights"}}
+    with pytest.raises(ProtocolMismatchError, match="arp_layer_adaptation: 'all' -> 'weights'"):
+        finished_rows(tmp_path, "study", {"arms": {"mirror": {"train_config": changed}}})
 
 
 def test_arms_may_be_added_and_the_same_run_is_taken_from_another_study(tmp_path: Path) -> None:

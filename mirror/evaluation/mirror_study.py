@@ -59,7 +59,13 @@ from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.reporting import RESULTS_NAME
 from mirror.evaluation.runner import EvaluationSettings, run_evaluation
 from mirror.model import POLICY_TEXT, MirrorModel
-from mirror.training.config import TrainConfigError, load_train_config, parse_override
+from mirror.training.config import (
+    TrainConfig,
+    TrainConfigError,
+    deep_merge,
+    load_train_config,
+    parse_override,
+)
 from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME
 from mirror.training.train_joint import main as train_joint
 from mirror_common.cli import console_main
@@ -232,10 +238,7 @@ def study_protocol(args: argparse.Namespace, settings: EvaluationSettings) -> di
         overrides = [*args.overrides, *arm.overrides, f"data.root={args.data}"]
         if args.steps is not None:
             overrides.append(f"steps={args.steps}")
-        config = load_train_config(args.config, overrides).to_dict()
-        config["data"].pop("root")  # where the data lies; the fingerprint says what it is
-        for key in ("seed", "stop_after"):  # the row's own seed; how a run was split into invocations
-            config.pop(key)
+        config = comparable_config(load_train_config(args.config, overrides).to_dict())
         arms[arm.name] = {"overrides": list(arm.overrides), "train_config": config}
     evaluation = {
         "episodes": settings.episodes, "eval_seeds": list(settings.eval_seeds),
@@ -244,6 +247,20 @@ def study_protocol(args: argparse.Namespace, settings: EvaluationSettings) -> di
         "rollout_alignment": settings.rollout_alignment,
     }  # fmt: skip
     return {"arms": arms, "evaluation": evaluation, "data_fingerprint": dataset_fingerprint(args.data)}
+
+
+def comparable_config(config: dict) -> dict:
+    """A resolved training config as a protocol records it: without where the data lies (the fingerprint says
+    what it is), the row's own seed and how the run was split into invocations."""
+    config = {**config, "data": {k: v for k, v in config["data"].items() if k != "root"}}
+    return {k: v for k, v in config.items() if k not in ("seed", "stop_after")}
+
+
+def with_defaults(config: dict | None) -> dict | None:
+    """A recorded training config with the settings added to :class:`TrainConfig` since it was written, at
+    their defaults: a new setting's default keeps the old behaviour, so rows made before it existed still
+    match today's resolved config (and a non-default value still does not)."""
+    return None if config is None else deep_merge(comparable_config(TrainConfig().to_dict()), config)
 
 
 def protocol_differences(recorded: dict, current: dict, where: str = "") -> list[str]:
@@ -269,7 +286,7 @@ def incompatibilities(recorded: dict, current: dict) -> list[str]:
     differently but resolving to the same config are the same arm)."""
     out = shared_differences(recorded, current)
     for arm in sorted(set(recorded.get("arms", {})) & set(current["arms"])):
-        old, new = recorded["arms"][arm].get("train_config"), current["arms"][arm]["train_config"]
+        old, new = (with_defaults(p["arms"][arm].get("train_config")) for p in (recorded, current))
         out += protocol_differences({"train_config": old}, {"train_config": new}, f"arms.{arm}.")
     return out
 
@@ -316,7 +333,7 @@ def finished_rows(
 def row_from_other_study(results: Path, name: str, protocol: dict, arm: str, seed: int) -> dict | None:
     """The same run made by another study in ``results``: same evaluation, data and resolved training config
     (e.g. the ablation's reference arm is the main study's mirror arm), renamed to ``arm``; else None."""
-    mine = protocol["arms"][arm]["train_config"]
+    mine = with_defaults(protocol["arms"][arm]["train_config"])
     for record in sorted(results.glob("*_protocol.json")):
         other = record.name.removesuffix("_protocol.json")
         table = results / f"{other}.csv"
@@ -328,7 +345,7 @@ def row_from_other_study(results: Path, name: str, protocol: dict, arm: str, see
         rows = read_rows(table)
         for other_arm, entry in recorded.get("arms", {}).items():
             row = rows.get((other_arm, seed))
-            if entry.get("train_config") == mine and row is not None:
+            if with_defaults(entry.get("train_config")) == mine and row is not None:
                 log.info("%s: the same run is %s's %s, taken from %s", run_name(arm, seed), other, other_arm,
                          table.name)  # fmt: skip
                 return {**row, "arm": arm}

@@ -387,11 +387,12 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s values, nested mappings merged key by key (neither is changed)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -403,7 +404,7 @@ def load_train_config(
     """Defaults <- file <- ``overrides`` (``key.path=value``) <- ``flags`` (dotted keys, None = unset)."""
     data = TrainConfig().to_dict()
     if path is not None:
-        data = _deep_merge(data, read_config_file(path))
+        data = deep_merge(data, read_config_file(path))
     for text in overrides or []:
         apply_override(data, *parse_override(text))
     for key, value in (flags or {}).items():
