@@ -109,8 +109,8 @@ def attention(
         scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)
     probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
-        keep = dropout_keep_mask(tuple(probs.shape), dropout_p, probs.device)
-        probs = probs * keep  # the same values as torch.where(keep, probs, 0), in half its time on CPU
+        keep = dropout_keep_mask(tuple(probs.shape), dropout_p, probs.device).to(probs.dtype)
+        probs = probs * keep  # as torch.where(keep, probs, 0), in half its time; backward reuses the 0/1 map
     out = torch.bmm(probs, v3).view(*batch, length, v.shape[-1])
     return out * (1.0 / (1.0 - dropout_p)) if dropout_p > 0.0 else out
 
