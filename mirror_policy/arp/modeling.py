@@ -178,9 +178,7 @@ class ConvexUpsampleHeatmapHead(nn.Module):
 
     A value branch predicts one logit per patch; a mask branch predicts, for each of the f x f sub-pixels,
     softmax weights over the 3 x 3 neighbouring patch logits (scaled by 0.1 as in RAFT / RVT-2). The convs
-    follow autocast on accelerators; on the CPU they run in float32 even under bf16 autocast, since on S x S =
-    8 x 8 maps oneDNN's bf16 convolutions took 2.2x the float32 time (forward + backward, this 2-core CPU).
-    The softmax and the convex combination run in float32, so the heatmap logits are float32.
+    follow autocast; the softmax and the convex combination run in float32, so the heatmap logits are float32.
     """
 
     def __init__(self, dim: int, hidden: int, factor: int) -> None:
@@ -199,18 +197,11 @@ class ConvexUpsampleHeatmapHead(nn.Module):
 
     def forward(self, query: Tensor, features: Tensor) -> Tensor:
         """query (N, D), features (N, D, S, S) -> logits (N, S*f, S*f)."""
-        x = features * query[:, :, None, None].to(features.dtype)  # bf16 features: no cast before the convs
-        if x.device.type == "cpu":  # float32 convs: oneDNN's bf16 ones are slower at these sizes
-            with torch.autocast("cpu", enabled=False):
-                x = x.float()
-                return self._upsample(self.value(x), self.mask(x))
-        return self._upsample(self.value(x).float(), self.mask(x).float())
-
-    def _upsample(self, value: Tensor, mask: Tensor) -> Tensor:
-        """Per-patch logits (N, 1, S, S) and mask logits (N, 9 f^2, S, S), float32 -> (N, S*f, S*f)."""
-        n, _, s, _ = value.shape
+        n, _, s, _ = features.shape
         f = self.factor
-        weights = (0.1 * mask).view(n, 9, f, f, s, s).softmax(dim=1)
+        x = features * query[:, :, None, None].to(features.dtype)  # bf16 features: no cast before the convs
+        value = self.value(x).float()  # (N, 1, S, S)
+        weights = (0.1 * self.mask(x).float()).view(n, 9, f, f, s, s).softmax(dim=1)
         neighbours = F.unfold(value, 3, padding=1).view(n, 9, 1, 1, s, s)
         up = (weights * neighbours).sum(dim=1)  # (N, f, f, S, S)
         return up.permute(0, 3, 1, 4, 2).reshape(n, s * f, s * f)
