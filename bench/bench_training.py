@@ -13,6 +13,7 @@ once in bf16 (autocast, ``precision: bf16``), the two timed alternately so that 
   * the bf16 / fp32 ratio of the mean joint step (EE samples/s);
 and inference latency of MirrorAgent.act per keyframe (incl. preprocessing of the 4-camera observation) and of
 MirrorAgent.recognize per clip, then the forward time of the paper-size ARP and ViCLIP models (batch 1).
+First it prints the host's fp32 and bf16 matmul rates: bf16 autocast only pays where the second is higher.
 
     .venv/bin/python bench/bench_training.py --device cuda --config config/train_paper.yaml
     .venv/bin/python bench/bench_training.py --device cpu --config config/train_paper.yaml --warmup 0 \
@@ -106,6 +107,22 @@ def simulator_inputs(count: int) -> tuple[list, list[str], list[np.ndarray]]:
     finally:
         env.close()
     return observations, instructions, videos
+
+
+def bench_gemm(repeats: int) -> None:
+    """fp32 and bf16 matmul rates at ARP cpu_tiny's shape: whether ``precision: bf16`` can pay off here.
+
+    Why: bf16 autocast is only faster where the CPU's bf16 GEMM kernels beat float32 ones (avx512_bf16 or
+    AMX), and that differs between hosts of the same instance type; on some it runs at half the fp32 rate.
+    """
+    m, k, n = 1260, 128, 512  # ARP cpu_tiny's most frequent product: (tokens, width) x (width, 4 width)
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        rates[dtype] = 2 * m * k * n / timed(lambda a=a, b=b: [a @ b for _ in range(20)], repeats) * 20 / 1e9
+    fp32, bf16 = rates[torch.float32], rates[torch.bfloat16]
+    print(f"GEMM {m}x{k}x{n}, {torch.get_num_threads()} threads: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} "
+          f"GFLOP/s (x{bf16 / fp32:.2f}; below 1, bf16 autocast slows training on this host)")  # fmt: skip
 
 
 def bench_training(config_path: Path, config: TrainConfig, repeats: int) -> None:
@@ -410,6 +427,7 @@ def main() -> None:
         args.config, ["data.root=/unused", f"batch_size={args.batch_size}", *args.overrides]
     )
     torch.set_num_threads(args.threads or config.threads or 2)
+    bench_gemm(args.repeats)
     bench_training(args.config, config, args.repeats)
     if not args.skip_paper:
         bench_paper(max(1, args.repeats // 2), args.large)
