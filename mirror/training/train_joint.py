@@ -89,7 +89,8 @@ def resolve_config(args: argparse.Namespace):
         run_dir = run_dir_of(latest_checkpoint(args.resume))
         if args.out is not None and Path(args.out).resolve() != run_dir:
             raise TrainConfigError(f"--out {args.out} differs from the resumed run directory {run_dir}")
-        config.out = str(run_dir)
+        if Path(config.out).resolve() != run_dir:  # else keep the run's own (relative) spelling
+            config.out = str(run_dir)
     return config
 
 
