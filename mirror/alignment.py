@@ -57,6 +57,11 @@ class AlignmentConfig:
         if self.pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
 
+    def model_dict(self) -> dict[str, int]:
+        """The fields that shape the heads T_u, T_e; the rest only shape the loss, so heads move freely
+        between configs that differ in them (a probe may train a model's heads with another pairing)."""
+        return {"shared_dim": self.shared_dim}
+
 
 @dataclass
 class AlignmentOutput:

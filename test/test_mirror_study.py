@@ -81,6 +81,7 @@ def test_study_trains_both_arms_per_seed_and_summarises(tmp_path: Path, caplog) 
     for prefix in ("success", "success_blind"):  # the variation the one rollout drew
         assert any(re.fullmatch(f"{prefix}_push_buttons_v[0-9]+", k) for k in rows[0])
     evaluated = json.loads((out / "mirror_seed0" / "eval" / "results.json").read_text())["models"]
+    assert evaluated["mirror_seed0"]["alignment_probe"]["pairing"] == "instruction"  # every arm's, --pairing
     split = evaluated["mirror_seed0"]["rollout_alignment_probe"]  # paper Fig. 3, through probed heads
     assert split["succeeded"]["rollouts"] + split["failed"]["rollouts"] == 1
     for row in rows:
@@ -217,6 +218,32 @@ def test_rows_made_before_a_setting_existed_match_it_at_its_default(tmp_path: Pa
     changed = {**today, "optim": {**today["optim"], "arp_layer_adaptation": "weights"}}
     with pytest.raises(ProtocolMismatchError, match="arp_layer_adaptation: 'all' -> 'weights'"):
         finished_rows(tmp_path, "study", {"arms": {"mirror": {"train_config": changed}}})
+
+
+def test_rows_scored_with_each_arms_own_pairing_match_one_pairing_only_where_all_arms_share_it(
+    tmp_path: Path,
+) -> None:
+    """Before the evaluation recorded its pairing, each arm was scored (and probed) with its own training
+    pairing: a study whose arms all trained on instruction pairs was scored on instruction pairs."""
+    today = comparable_config(TrainConfig().to_dict())
+    episode = {**today, "alignment": {**today["alignment"], "pairing": "episode"}}
+    before, now = {"episodes": 10}, {"episodes": 10, "pairing": "instruction"}
+    arms = {"mirror": {"train_config": today}, "baseline": {"train_config": {**today, "align_weight": 0}}}
+    finished_rows(tmp_path, "main", {"arms": arms, "evaluation": before})
+    (tmp_path / "main.csv").write_text("arm,train_seed,success_mean\nmirror,0,0.5\n")
+    assert set(finished_rows(tmp_path, "main", {"arms": arms, "evaluation": now})) == {("mirror", 0)}
+    assert json.loads((tmp_path / "main_protocol.json").read_text())["evaluation"] == now
+
+    mixed = {"instruction": {"train_config": today}, "episode": {"train_config": episode}}
+    finished_rows(tmp_path, "ablation", {"arms": mixed, "evaluation": before})
+    (tmp_path / "ablation.csv").write_text("arm,train_seed,success_mean\nepisode,0,0.5\n")
+    with pytest.raises(ProtocolMismatchError, match="evaluation.pairing: None -> 'instruction'"):
+        finished_rows(tmp_path, "ablation", {"arms": mixed, "evaluation": now})
+    episode_scored = {"episodes": 10, "pairing": "episode"}
+    assert row_from_other_study(tmp_path, "x", {"arms": mixed, "evaluation": now}, "instruction", 0)
+    assert not row_from_other_study(
+        tmp_path, "x", {"arms": mixed, "evaluation": episode_scored}, "instruction", 0
+    )
 
 
 def test_arms_may_be_added_and_the_same_run_is_taken_from_another_study(tmp_path: Path) -> None:

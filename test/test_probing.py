@@ -26,9 +26,9 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
-def evaluate(run: Path, out: Path) -> dict:
+def evaluate(run: Path, out: Path, *extra: str) -> dict:
     argv = ["--checkpoints", str(run), "--names", "baseline", "--out", str(out), "--skip-rollouts",
-            "--probe-steps", "3", "--no-progress"]  # fmt: skip
+            "--probe-steps", "3", "--no-progress", *extra]  # fmt: skip
     assert evaluate_main(argv) == 0
     return json.loads((out / "results.json").read_text())
 
@@ -56,6 +56,19 @@ def test_probe_trains_only_the_heads_and_is_reported(run: Path, tmp_path: Path, 
     again = evaluate(run, tmp_path / "eval")  # a finished probe is reused, not retrained
     assert "reusing" in caplog.text
     assert again["models"]["baseline"]["alignment_probe"] == probe
+
+
+def test_a_given_pairing_scores_and_trains_the_probe(run: Path, tmp_path: Path, caplog) -> None:
+    """Models trained with different pairings are compared under one: the probe trains on it as well."""
+    own = evaluate(run, tmp_path / "eval")["models"]["baseline"]
+    assert own["alignment_probe"]["pairing"] == "instruction"  # the run's training pairing
+    caplog.set_level(logging.INFO)
+    probe = evaluate(run, tmp_path / "eval", "--pairing", "episode")["models"]["baseline"]["alignment_probe"]
+    assert "replacing" in caplog.text  # the probe trained on instruction pairs is not reused
+    assert probe["pairing"] == "episode"
+    assert MirrorModel.read_extra(Path(probe["model"]))["train_config"]["alignment"]["pairing"] == "episode"
+    with pytest.raises(EvaluationError, match="pairing"):
+        probe_config(run / "final", 3, tmp_path / "p", None, "cpu", False, "pair")
 
 
 def test_probe_needs_a_training_config_and_its_data(run: Path, tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pairing",
         choices=["episode", "instruction", "class"],
-        help="headline Recall@1 positives (default: the model's training pairing)",
+        help="Recall@1's headline positives, also the probe's (default: each model's training pairing); "
+        "models trained with different pairings are only comparable under one",
     )
     parser.add_argument("--max-pairs-per-episode", type=int, help="alignment pairs per held-out episode")
     parser.add_argument(

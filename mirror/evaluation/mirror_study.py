@@ -16,7 +16,10 @@ couples ViCLIP and ARP (the independent baseline); ``shared`` (the shipped model
 ViCLIP's text tower, which L_AU trains. Every row says which (column ``policy_text``). Each run
 is then evaluated with one protocol: held-out recognition, Recall@1 through the heads as trained and through
 probed heads (the baseline's never trained, so only the probe judges it), rollout success on the trained
-instructions and, in the same scenes, the instruction-blind control. Writes into ``--results`` (``NAME`` =
+instructions and, in the same scenes, the instruction-blind control. Recall@1 counts a hit by one pairing for
+every arm (``--pairing``, default instruction: any clip of the same instruction), and the probes train with
+it: an arm trained on episode pairs would otherwise be scored against another chance level (one episode's
+clips, not one instruction's). Writes into ``--results`` (``NAME`` =
 ``--name``, default ``mirror_vs_baseline``):
 
 * ``NAME.csv``: one row per arm and training seed (columns :data:`RUN_COLUMNS` plus ``success_<task>`` and,
@@ -55,6 +58,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from mirror.alignment import PAIRINGS
 from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.reporting import RESULTS_NAME
 from mirror.evaluation.runner import EvaluationSettings, run_evaluation
@@ -192,13 +196,17 @@ def run_state(run_dir: Path) -> str:
 
 
 def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict:
-    """The run's evaluation (done now unless its results are already on disk)."""
+    """The run's evaluation (done now unless its results, scored with ``settings.pairing``, are on disk)."""
     out = run_dir / EVAL_DIR
     path = out / RESULTS_NAME
     if path.is_file():
-        log.info("%s: evaluated, skipped", run_dir)
-    else:
-        run_evaluation([run_dir], [name], settings, out)
+        model = json.loads(path.read_text())["models"].get(name, {})
+        scored = (model.get("alignment") or {}).get("pairing")
+        if scored == settings.pairing:
+            log.info("%s: evaluated, skipped", run_dir)
+            return model
+        log.info("%s: evaluated with pairing %s, not %s: evaluating again", run_dir, scored, settings.pairing)
+    run_evaluation([run_dir], [name], settings, out)
     return json.loads(path.read_text())["models"][name]
 
 
@@ -244,7 +252,7 @@ def study_protocol(args: argparse.Namespace, settings: EvaluationSettings) -> di
         "episodes": settings.episodes, "eval_seeds": list(settings.eval_seeds),
         "max_steps": settings.max_steps, "probe_steps": settings.probe_steps,
         "blind_control": settings.blind_control,
-        "rollout_alignment": settings.rollout_alignment,
+        "rollout_alignment": settings.rollout_alignment, "pairing": settings.pairing,
     }  # fmt: skip
     return {"arms": arms, "evaluation": evaluation, "data_fingerprint": dataset_fingerprint(args.data)}
 
@@ -263,6 +271,18 @@ def with_defaults(config: dict | None) -> dict | None:
     return None if config is None else deep_merge(comparable_config(TrainConfig().to_dict()), config)
 
 
+def evaluation_with_defaults(protocol: dict) -> dict:
+    """A protocol whose evaluation predates its ``pairing``: each arm was then scored and probed with its own
+    training pairing, which is one common pairing when all its arms trained with the same one (else None,
+    which matches no study's pairing)."""
+    evaluation = protocol.get("evaluation") or {}
+    if "pairing" in evaluation:
+        return protocol
+    configs = [with_defaults(arm.get("train_config")) for arm in protocol.get("arms", {}).values()]
+    own = {config["alignment"]["pairing"] for config in configs if config is not None}
+    return {**protocol, "evaluation": {**evaluation, "pairing": own.pop() if len(own) == 1 else None}}
+
+
 def protocol_differences(recorded: dict, current: dict, where: str = "") -> list[str]:
     """Dotted keys whose values differ between two protocols."""
     out = []
@@ -277,6 +297,7 @@ def protocol_differences(recorded: dict, current: dict, where: str = "") -> list
 
 def shared_differences(recorded: dict, current: dict) -> list[str]:
     """Differences in what every arm of a study shares (:data:`SHARED_PROTOCOL`)."""
+    recorded, current = evaluation_with_defaults(recorded), evaluation_with_defaults(current)
     return protocol_differences(*({k: p.get(k) for k in SHARED_PROTOCOL} for p in (recorded, current)))
 
 
@@ -461,6 +482,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=25, help="rollouts per task and evaluation seed")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--probe-steps", type=int, default=1000, help="steps of each run's alignment probe")
+    parser.add_argument(
+        "--pairing", choices=PAIRINGS, default="instruction",
+        help="what counts as a hit in every arm's Recall@1, and what its probe trains on",
+    )  # fmt: skip
     parser.add_argument("--processes", type=int, default=1, help="simulator processes for the rollouts")
     parser.add_argument(
         "--rollout-alignment", action="store_true",
@@ -507,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = EvaluationSettings(
         episodes=args.episodes, eval_seeds=tuple(args.eval_seeds), processes=args.processes,
         max_steps=args.max_steps, blind_control=True, rollout_alignment=args.rollout_alignment,
-        probe_steps=args.probe_steps, probe_data=args.data,
+        probe_steps=args.probe_steps, probe_data=args.data, pairing=args.pairing,
         progress=not args.no_progress,
     )  # fmt: skip
     try:

@@ -56,7 +56,7 @@ class EvaluationSettings:
     max_steps: int = MAX_KEYFRAMES
     eval_seeds: tuple[int, ...] = (0, 1, 2)
     top_k: int = 5
-    pairing: str | None = None  # headline Recall@1 key; None: the model's training pairing
+    pairing: str | None = None  # Recall@1's headline positives and the probe's; None: the model's own
     max_pairs_per_episode: int | None = None
     data: Path | None = None  # held-out dataset overriding the runs' split.json
     recognition: bool = True
@@ -249,7 +249,7 @@ def evaluate_model(
                 raise ValueError("probing needs a probe_dir")
             probed = probed_model_dir(
                 resolved.model_dir, settings.probe_steps, probe_dir, settings.probe_data, settings.device,
-                settings.progress,
+                settings.progress, pairing,
             )  # fmt: skip
             probed_agent = MirrorAgent(MirrorModel.from_pretrained(probed, map_location=settings.device),
                                        settings.device, settings.precision)  # fmt: skip

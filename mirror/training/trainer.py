@@ -292,10 +292,13 @@ class MirrorTrainer:
         prefixes = self.config.init_parts
         ours, theirs = self.model.config.to_dict(), source.config.to_dict()
         ours["arp"], theirs["arp"] = self.model.config.arp.model_dict(), source.config.arp.model_dict()
+        ours["alignment"], theirs["alignment"] = (
+            c.alignment.model_dict() for c in (self.model.config, source.config)
+        )
         for switch in IDENTITY_AT_START_FIELDS:  # a module the source lacks starts as the identity here
             theirs["arp"][switch] = theirs["arp"][switch] or ours["arp"][switch]
         for part in sorted({p.split(".")[0] for p in prefixes}):
-            if ours[part] != theirs[part]:  # ARP's training-only fields (augmentation, noise) may differ
+            if ours[part] != theirs[part]:  # training-only fields (ARP's augmentation, the loss's) may differ
                 raise CheckpointError(f"--init {directory}: its {part} config differs from this run's")
 
         def under(key: str, prefix: str) -> bool:
