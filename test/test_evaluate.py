@@ -27,7 +27,7 @@ from mirror.evaluation import (
     run_evaluation,
 )
 from mirror.evaluation.evaluate import main
-from mirror.evaluation.execution_metrics import summarize_execution
+from mirror.evaluation.execution_metrics import summarize_by_instruction, summarize_execution
 from mirror.evaluation.rollout import FAILURE_REASONS, EpisodeOutcome, plan_rollouts
 from mirror.evaluation.rollout_pool import RolloutJob, run_planned_rollouts
 from mirror.evaluation.runner import rollout_variations
@@ -172,6 +172,7 @@ def test_blind_control_and_per_variation_success(evaluated):
         for row in mine:
             episodes = [e for e in given if e["task"] == task and e["variation"] == int(row["variation"])]
             assert row["instruction"] == episodes[0]["instruction"]
+            assert row["trained_instruction"] == "yes"  # by default only the trained instructions roll out
             assert float(row["success_pct"]) == pytest.approx(100 * np.mean([e["success"] for e in episodes]))
             assert 0.0 <= float(row["blind_success_pct"]) <= 100.0
 
@@ -452,6 +453,21 @@ def test_success_mean_and_std_over_seeds():
     assert summary["overall"]["success_mean"] == pytest.approx((0.75 + 0.25) / 2)
     assert summary["overall"]["success_per_seed"] == {"0": 0.25, "1": 0.75}
     assert summary["per_task"]["b"]["failures"]["max_steps"] == 3
+
+
+def test_generalisation_is_reported_apart_from_the_trained_instructions():
+    """--all-variations: rollouts on instructions the model never saw are a separate figure."""
+
+    def outcome(variation, instruction, success):
+        return EpisodeOutcome("push_buttons", variation, instruction, 0, variation, variation, success, 1)
+
+    outcomes = [outcome(0, "push red", True), outcome(1, "push blue", True), outcome(7, "push teal", False)]
+    outcomes += [outcome(8, "push gold", True)]
+    split = summarize_by_instruction(outcomes, ["push red", "push blue"], [0])
+    assert split["trained"]["overall"]["success_mean"] == 1.0 and split["trained"]["overall"]["episodes"] == 2
+    assert split["new"]["overall"]["success_mean"] == 0.5
+    assert split["new"]["per_task"]["push_buttons"]["success_per_variation"] == {"7": 0.0, "8": 1.0}
+    assert set(summarize_by_instruction(outcomes[:2], ["push red", "push blue"], [0])) == {"trained"}
 
 
 def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, dataset, tmp_path):

@@ -214,6 +214,10 @@ def _headline(model: dict) -> str:
     if "execution" in model:
         e = model["execution"]["overall"]
         parts.append(f"success {100 * e['success_mean']:.1f} +- {100 * e['success_std']:.1f}%")
+    for label, split in model.get("execution_by_instruction", {}).items():  # --all-variations
+        blind = model.get("execution_blind_by_instruction", {}).get(label)
+        control = f" (blind {100 * blind['overall']['success_mean']:.1f}%)" if blind else ""
+        parts.append(f"{label} instructions {100 * split['overall']['success_mean']:.1f}%{control}")
     return "; ".join(parts)
 
 

@@ -75,3 +75,16 @@ def summarize_execution(outcomes: Sequence[EpisodeOutcome], eval_seeds: Sequence
     overall["success_std"] = mean_and_std(list(seed_means.values()))[1] if seed_means else 0.0
     overall["success_per_seed"] = seed_means
     return {"eval_seeds": [int(s) for s in eval_seeds], "overall": overall, "per_task": per_task}
+
+
+def summarize_by_instruction(
+    outcomes: Sequence[EpisodeOutcome], vocabulary: Sequence[str], eval_seeds: Sequence[int]
+) -> dict:
+    """:func:`summarize_execution` of the rollouts whose instruction the model was trained on (``trained``)
+    apart from those it never saw (``new``: the generalisation figure); an empty group is omitted."""
+    known = set(vocabulary)
+    groups = {
+        "trained": [o for o in outcomes if o.instruction in known],
+        "new": [o for o in outcomes if o.instruction not in known],
+    }
+    return {label: summarize_execution(group, eval_seeds) for label, group in groups.items() if group}

@@ -44,7 +44,8 @@ SUMMARY_COLUMNS = (
     "total_s_per_episode",
 )  # fmt: skip
 VARIATION_COLUMNS = (
-    "model", "task", "variation", "instruction", "rollout_episodes", "success_pct", "blind_success_pct",
+    "model", "task", "variation", "instruction", "trained_instruction", "rollout_episodes", "success_pct",
+    "blind_success_pct",
 )  # fmt: skip
 
 
@@ -140,6 +141,14 @@ def _task_execution(execution: Mapping | None, task: str) -> Mapping | None:
     return execution["overall"] if task == AVERAGE_ROW else execution["per_task"].get(task)
 
 
+def _trained(model: Mapping[str, Any], instruction: str | None) -> str:
+    """``yes``/``no``: was the model trained on this instruction (empty where results predate the record)."""
+    vocabulary = model.get("vocabulary")
+    if vocabulary is None or instruction is None:
+        return ""
+    return "yes" if instruction in vocabulary else "no"
+
+
 def variation_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     """Rows of ``variation_results.csv``: success of every rolled-out task variation, pooled over seeds."""
     rows = []
@@ -157,6 +166,7 @@ def variation_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                         "task": task,
                         "variation": variation,
                         "instruction": instructions.get((task, int(variation)), ""),
+                        "trained_instruction": _trained(model, instructions.get((task, int(variation)))),
                         "rollout_episodes": str(summary["episodes_per_variation"][variation]),
                         "success_pct": _pct(rate),
                         "blind_success_pct": _pct(blind_rates.get(variation)),

@@ -17,7 +17,7 @@ from mirror.evaluation import plots
 from mirror.evaluation.alignment_metrics import AlignmentPairs, alignment_metrics
 from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.execution_alignment import outcome_alignment
-from mirror.evaluation.execution_metrics import summarize_execution
+from mirror.evaluation.execution_metrics import summarize_by_instruction, summarize_execution
 from mirror.evaluation.held_out import HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror.evaluation.held_out_eval import evaluate_held_out
 from mirror.evaluation.model_source import ResolvedCheckpoint, resolve_checkpoint
@@ -217,6 +217,7 @@ def evaluate_model(
         "checkpoint": str(resolved.model_dir),
         "split_file": None if resolved.split_file is None else str(resolved.split_file),
         "vocabulary_size": len(vocabulary),
+        "vocabulary": vocabulary,  # which rolled-out instructions the model was trained on
         "precision": settings.precision,
     }
     evaluation = ModelEvaluation(name, results)
@@ -290,7 +291,15 @@ def evaluate_model(
             blind = [r.outcome for r in _rollouts(blind_job, plans, settings, agent, env, f"{name}: blind")]
             results["execution_blind"] = summarize_execution(blind, settings.eval_seeds)
             results["execution_blind"]["episodes"] = [o.to_dict() for o in blind]
+            if settings.all_variations:
+                results["execution_blind_by_instruction"] = summarize_by_instruction(
+                    blind, vocabulary, settings.eval_seeds
+                )
         results["execution"] = summarize_execution(evaluation.outcomes, settings.eval_seeds)
+        if settings.all_variations:  # the generalisation figure apart from the trained instructions'
+            results["execution_by_instruction"] = summarize_by_instruction(
+                evaluation.outcomes, vocabulary, settings.eval_seeds
+            )
         results["execution"]["episodes"] = [o.to_dict() for o in evaluation.outcomes]
         for episode, rollout in zip(results["execution"]["episodes"], rollouts):
             if video_dir is not None:
