@@ -20,7 +20,6 @@ one query per pair but only one distinct query per clip, and e->u's targets are 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 import zipfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mirror.evaluation.errors import EvaluationError
+from mirror.evaluation.reporting import write_csv
 from mirror_common.cli import console_main
 
 log = logging.getLogger("alignment_hubs")
@@ -118,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, COLUMNS, rows)
     for row in rows:
         if row["instruction"] == ALL:
             log.info("%s %s: %d/%d hits, %d distinct targets, top %d take %.0f%%", row["model"],

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,7 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """``rows`` under the header ``columns``, written atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns))
