@@ -207,11 +207,12 @@ class SweepToDustpanOfSize(Task):
         broom_pos, broom_quat = scene.pose(self.broom)
         broom_yaw = yaw_of(broom_quat)
         # Fingers close along the brush head's long axis (tool y along broom x), so that while sweeping the
-        # long hand lies across the sweep and clears the pan's back. The broom looks the same after a half
-        # turn: pick the final broom yaw that turns the wrist least.
-        grasp_yaw = (broom_yaw + math.pi / 2 + math.pi / 2) % math.pi - math.pi / 2
-        turns = [wrap_angle(pan_yaw + k * math.pi - broom_yaw) for k in (0, 1)]
-        turn = min(turns, key=lambda t: abs(wrap_angle(grasp_yaw + t)))
+        # long hand lies across the sweep and clears the pan's back. The wrist yaw is a continuous function of
+        # the scene, so that a policy can learn it: the grasp is the broom's yaw plus a quarter turn (the
+        # broom spawns within +-0.5 rad, so this never wraps), and the broom, which looks the same after a
+        # half turn, turns the least way onto the pan's axis (a wrist yaw near a quarter turn throughout).
+        grasp_yaw = broom_yaw + math.pi / 2
+        turn = min((wrap_angle(pan_yaw + k * math.pi - broom_yaw) for k in (0, 1)), key=abs)
         top = broom_pos + [0.0, 0.0, _HEAD_HALF[2] + _HANDLE_LENGTH - _GRIP_BELOW_TOP]
         grasp_q = top_down_quaternion(grasp_yaw)
         yield Waypoint(top + [0, 0, _ABOVE], grasp_q, True, name="above broom")
