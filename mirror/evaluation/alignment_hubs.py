@@ -27,7 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from mirror.alignment import cosine_similarity_matrix
 from mirror.evaluation.errors import EvaluationError
 from mirror.evaluation.reporting import write_csv
 from mirror_common.cli import console_main
@@ -40,14 +42,6 @@ COLUMNS = (
     "model", "direction", "instruction", "queries", "hits", "recall_at_1", "distinct_targets",
     "top_targets_share",
 )  # fmt: skip
-DIRECTIONS = {"u_to_e": ("z_u", "z_e"), "e_to_u": ("z_e", "z_u")}
-
-
-def nearest(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Index of each query's cosine nearest target (rows need not be normalised)."""
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    t = targets / np.linalg.norm(targets, axis=1, keepdims=True)
-    return np.argmax(q @ t.T, axis=1)
 
 
 def top_targets_share(retrieved: np.ndarray, top: int) -> float:
@@ -57,10 +51,10 @@ def top_targets_share(retrieved: np.ndarray, top: int) -> float:
 
 
 def concentration_rows(
-    model: str, z_query: np.ndarray, z_target: np.ndarray, instructions: np.ndarray, direction: str, top: int
+    model: str, retrieved: np.ndarray, instructions: np.ndarray, direction: str, top: int
 ) -> list[dict]:
-    """The ``all`` row and one row per instruction with hits, for one retrieval direction."""
-    retrieved = nearest(z_query, z_target)
+    """The ``all`` row and one row per instruction with hits, for one retrieval direction (``retrieved``:
+    each query's nearest target)."""
     hits = instructions[retrieved] == instructions
     rows = [{
         "model": model, "direction": direction, "instruction": ALL, "queries": len(retrieved),
@@ -88,11 +82,13 @@ def model_rows(path: Path, top: int) -> list[dict]:
         raise EvaluationError(f"{path}: not an evaluate embeddings file ({err})") from err
     if z_u.ndim != 2 or z_u.shape[0] != z_e.shape[0] or z_u.shape[0] != len(instructions) or not len(z_u):
         raise EvaluationError(f"{path}: z_u {z_u.shape}, z_e {z_e.shape}, {len(instructions)} instructions")
-    embeddings = {"z_u": z_u, "z_e": z_e}
-    rows = []
-    for direction, (query, target) in DIRECTIONS.items():
-        rows += concentration_rows(model, embeddings[query], embeddings[target], instructions, direction, top)
-    return rows
+    sims = cosine_similarity_matrix(torch.from_numpy(z_u), torch.from_numpy(z_e))  # as Recall@1 retrieves
+    retrieved = {"u_to_e": sims.argmax(dim=1).numpy(), "e_to_u": sims.argmax(dim=0).numpy()}
+    return [
+        row
+        for direction, nearest in retrieved.items()
+        for row in concentration_rows(model, nearest, instructions, direction, top)
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

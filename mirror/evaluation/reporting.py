@@ -160,13 +160,14 @@ def variation_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
         for task, summary in execution["per_task"].items():
             blind_rates = blind["per_task"][task]["success_per_variation"] if blind else {}
             for variation, rate in summary["success_per_variation"].items():
+                instruction = instructions.get((task, int(variation)))
                 rows.append(
                     {
                         "model": name,
                         "task": task,
                         "variation": variation,
-                        "instruction": instructions.get((task, int(variation)), ""),
-                        "trained_instruction": _trained(model, instructions.get((task, int(variation)))),
+                        "instruction": instruction or "",
+                        "trained_instruction": _trained(model, instruction),
                         "rollout_episodes": str(summary["episodes_per_variation"][variation]),
                         "success_pct": _pct(rate),
                         "blind_success_pct": _pct(blind_rates.get(variation)),

@@ -291,10 +291,10 @@ class MirrorTrainer:
         source = MirrorModel.from_pretrained(directory)
         prefixes = self.config.init_parts
         ours, theirs = self.model.config.to_dict(), source.config.to_dict()
-        ours["arp"], theirs["arp"] = self.model.config.arp.model_dict(), source.config.arp.model_dict()
-        ours["alignment"], theirs["alignment"] = (
-            c.alignment.model_dict() for c in (self.model.config, source.config)
-        )
+        for shaped in ("arp", "alignment"):  # only the fields that shape the weights must agree
+            ours[shaped], theirs[shaped] = (
+                getattr(c, shaped).model_dict() for c in (self.model.config, source.config)
+            )
         for switch in IDENTITY_AT_START_FIELDS:  # a module the source lacks starts as the identity here
             theirs["arp"][switch] = theirs["arp"][switch] or ours["arp"][switch]
         for part in sorted({p.split(".")[0] for p in prefixes}):
