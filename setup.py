@@ -76,6 +76,7 @@ setup(
             "video_camera_study = mirror.evaluation.video_camera_study:main",
             "mirror_study = mirror.evaluation.mirror_study:main",
             "alignment_hubs = mirror.evaluation.alignment_hubs:main",
+            "compare_rollouts = mirror.evaluation.compare_rollouts:main",
             "sim_bridge_node = sim_bridge.ros.bridge_node:main",
             "policy_node = mirror.ros.policy_node:main",
             "perception_node = mirror.ros.perception_node:main",
