@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,13 @@ def compared(tmp_path: Path, *extra: str) -> dict[tuple[str, str], dict]:
         return {(r["condition"], r["task"]): r for r in csv.DictReader(handle)}
 
 
+def refusal(tmp_path: Path, capsys) -> str:
+    """The one-line error of a refused comparison (exit code 2, nothing written)."""
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c.csv")]) == 2
+    assert not (tmp_path / "c.csv").exists()
+    return capsys.readouterr().err
+
+
 def test_discordant_scenes_and_the_exact_sign_test(tmp_path: Path) -> None:
     """Push: a solves 0-7, b solves 5-9 -> 5 scenes by a alone, 2 by b alone (p = 0.453, exact binomial)."""
     write_results(tmp_path / "a.json", {"new": {"execution": successes("push", set(range(8)))
@@ -71,38 +77,26 @@ def test_the_blind_control_is_compared_where_both_have_it(tmp_path: Path) -> Non
     assert (rows[("blind", "push")]["b_only"], rows[("blind", "push")]["a"]) == ("1", "x")
 
 
-def test_different_scenes_are_refused(tmp_path: Path, caplog) -> None:
+def test_different_scenes_are_refused(tmp_path: Path, capsys) -> None:
     write_results(tmp_path / "a.json", {"a": {"execution": successes("push", {1})}})
     write_results(tmp_path / "b.json", {"b": {"execution": successes("push", {1}, eval_seed=1)}})
-    with caplog.at_level(logging.ERROR):
-        assert (
-            main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c.csv")]) == 2
-        )
-    assert "not the same scenes: 10 only in a, 10 only in b" in caplog.text
-    assert not (tmp_path / "c.csv").exists()
+    assert "not the same scenes: 10 only in a, 10 only in b" in refusal(tmp_path, capsys)
 
 
-def test_tasks_compares_the_subset_both_evaluated(tmp_path: Path, caplog) -> None:
+def test_tasks_compares_the_subset_both_evaluated(tmp_path: Path, capsys) -> None:
     write_results(tmp_path / "a.json", {"a": {"execution": successes("push", {1})}})
     write_results(tmp_path / "b.json", {"b": {"execution": successes("push", {2}) + successes("tap", {3})}})
-    with caplog.at_level(logging.ERROR):
-        assert (
-            main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c.csv")]) == 2
-        )
-    assert "0 only in a, 10 only in b" in caplog.text
+    assert "0 only in a, 10 only in b" in refusal(tmp_path, capsys)
     rows = compared(tmp_path, "--tasks", "push")
     assert set(rows) == {("instructed", "push"), ("instructed", "all")}
     assert (rows[("instructed", "all")]["a_only"], rows[("instructed", "all")]["b_only"]) == ("1", "1")
 
 
-def test_a_file_with_several_models_needs_the_model_named(tmp_path: Path, caplog) -> None:
+def test_a_file_with_several_models_needs_the_model_named(tmp_path: Path, capsys) -> None:
     write_results(tmp_path / "a.json", {"m1": {"execution": successes("push", {1})},
                                         "m2": {"execution": successes("push", {1, 2})}})  # fmt: skip
     write_results(tmp_path / "b.json", {"b": {"execution": successes("push", set())}})
-    args = [str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c.csv")]
-    with caplog.at_level(logging.ERROR):
-        assert main(args) == 2
-    assert "name the model to compare" in caplog.text
+    assert "name the model to compare" in refusal(tmp_path, capsys)
     rows = compared(tmp_path, "--models", "m2", "b")
     assert rows[("instructed", "all")]["a_successes"] == "2"
 
@@ -114,12 +108,8 @@ def test_a_file_with_several_models_needs_the_model_named(tmp_path: Path, caplog
      (json.dumps({"models": {"a": {"execution": {"episodes": [{"task": "push"}]}}}}), "a rollout without")],
 )  # fmt: skip
 def test_malformed_results_are_refused_with_the_reason(
-    tmp_path: Path, caplog, content: str, message: str
+    tmp_path: Path, capsys, content: str, message: str
 ) -> None:
     (tmp_path / "a.json").write_text(content)
     write_results(tmp_path / "b.json", {"b": {"execution": successes("push", set())}})
-    with caplog.at_level(logging.ERROR):
-        assert (
-            main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c.csv")]) == 2
-        )
-    assert message in caplog.text
+    assert message in refusal(tmp_path, capsys)

@@ -139,14 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     models = args.models or (None, None)
-    try:
-        (model_a, a), (model_b, b) = (
-            load_rollouts(path, model) for path, model in zip(args.results, models, strict=True)
-        )
-        rows = compare(a, b, tuple(args.names or (model_a, model_b)), args.tasks)
-    except EvaluationError as err:
-        log.error("%s", err)
-        return 2
+    (model_a, a), (model_b, b) = (
+        load_rollouts(path, model) for path, model in zip(args.results, models, strict=True)
+    )  # an EvaluationError ends the command with its message (console_main)
+    rows = compare(a, b, tuple(args.names or (model_a, model_b)), args.tasks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(args.out, COLUMNS, rows)
     for row in rows:
