@@ -25,10 +25,12 @@ from mirror.evaluation.mirror_study import (
     protocol_differences,
     row_from_other_study,
     summary_rows,
+    train_arm,
     trained_runs,
 )
 from mirror.model import MirrorModel
 from mirror.training.config import TrainConfig
+from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -289,3 +291,22 @@ def test_parallel_training_counts_the_callers_evaluation_as_a_slot(tmp_path: Pat
     for moment in [begin + 1e-3 for begin, _ in intervals]:
         assert sum(begin <= moment < end for begin, end in intervals) <= 2
     assert len(evaluations) == 4
+
+
+@pytest.mark.parametrize("left_behind", ["metrics", "incomplete checkpoint"])
+def test_a_run_stopped_before_its_first_checkpoint_trains_again(tmp_path: Path, left_behind: str) -> None:
+    """A study stopped during a run's first checkpoint interval leaves a folder with nothing to resume; the
+    next study trains that run again from step 0 (it is seeded) instead of failing on the folder."""
+    run_dir = tmp_path / "mirror_seed0"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 250}\n')
+    if left_behind == "incomplete checkpoint":
+        (run_dir / CHECKPOINTS_DIR / "step_00000250").mkdir(parents=True)  # no trainer state yet
+    extra = ["--steps", "2", "--no-progress"]
+    for item in [*SMALL, "precision=fp32", "threads=1"]:
+        extra += ["--set", item]
+    train_arm(
+        REPO / "config" / "train_cpu_small.yaml", build_tiny_dataset(), run_dir, Arm("mirror", ()), 0, extra
+    )
+    assert (run_dir / FINAL_DIR).is_dir()
+    assert '"step": 250' not in (run_dir / "metrics.jsonl").read_text()

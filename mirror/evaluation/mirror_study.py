@@ -49,6 +49,7 @@ import json
 import logging
 import multiprocessing as mp
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -70,7 +71,7 @@ from mirror.training.config import (
     load_train_config,
     parse_override,
 )
-from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME
+from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME, latest_checkpoint
 from mirror.training.train_joint import main as train_joint
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
@@ -132,13 +133,24 @@ def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extr
     argv = ["--config", str(config), "--data", str(data), "--seed", str(seed), *extra]
     for override in arm.overrides:
         argv += ["--set", override]
-    if (run_dir / CHECKPOINTS_DIR).is_dir():
+    if _has_checkpoint(run_dir):
         log.info("%s: resuming", run_dir)
         argv += ["--resume", str(run_dir)]
     else:
+        if run_dir.exists():  # stopped before its first checkpoint: nothing to resume, and it is seeded
+            log.warning("%s: stopped before its first checkpoint; training it again from step 0", run_dir)
+            shutil.rmtree(run_dir)
         argv += ["--out", str(run_dir)]
     if train_joint(argv) != 0:
         raise EvaluationError(f"train_joint failed for {run_dir} (its log says why)")
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    try:
+        latest_checkpoint(run_dir)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _log_to_stderr() -> None:
@@ -192,7 +204,11 @@ def run_state(run_dir: Path) -> str:
     latest = run_dir / CHECKPOINTS_DIR / LATEST_NAME
     if latest.is_file():
         return f"training, checkpoint {latest.read_text().strip()}"
-    return "training, no checkpoint yet" if run_dir.is_dir() else "to do"
+    return (
+        "no checkpoint yet (unless training now, it trains again from step 0)"
+        if run_dir.is_dir()
+        else "to do"
+    )
 
 
 def evaluate_arm(run_dir: Path, name: str, settings: EvaluationSettings) -> dict:
