@@ -590,3 +590,14 @@ def test_keyframe_errors_on_the_training_split(dataset, tmp_path):
     assert {(r["task"], int(r["episode"])) for r in rows} == {(entries[0].task, entries[0].episode)}
     with pytest.raises(ValueError, match="part must be one of"):
         held_out_from_split(run / "split.json", part="test")
+
+    # --split: every model on one split's episodes (another run's), whatever its own split.json says
+    other = tmp_path / "other_split.json"
+    other.write_text(json.dumps(split_summary(entries[1:], entries[:1])))
+    out = tmp_path / "other_split"
+    argv = ["--checkpoints", str(run), "--split", str(other), "--split-part", "train", "--out", str(out)]
+    assert keyframe_errors_main([*argv, "--no-progress"]) == 0
+    rows = list(csv.DictReader((out / ERRORS_NAME).open()))
+    assert {(r["task"], int(r["episode"])) for r in rows} == {(e.task, e.episode) for e in entries[1:]}
+    with pytest.raises(SystemExit):
+        keyframe_errors_main([*argv, "--data", str(dataset)])

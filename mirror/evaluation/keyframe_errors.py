@@ -236,13 +236,19 @@ def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
 
 
 def held_out_episodes(
-    checkpoint: Path, data: Path | None, tasks: Sequence[str], part: str = "held_out"
+    checkpoint: Path,
+    data: Path | None,
+    tasks: Sequence[str],
+    part: str = "held_out",
+    split: Path | None = None,
 ) -> list[HeldOutEpisode]:
-    """``--data``'s episodes when given, else the ``part`` rows of the checkpoint's ``split.json``."""
+    """``--data``'s episodes when given, else the ``part`` rows of ``split`` (default: the checkpoint's
+    ``split.json``)."""
     if data is not None:
         return held_out_from_dataset(data, tasks)
-    resolved = resolve_checkpoint(checkpoint)
-    split = resolved.split_file or resolved.model_dir / "split.json"
+    if split is None:
+        resolved = resolve_checkpoint(checkpoint)
+        split = resolved.split_file or resolved.model_dir / "split.json"
     return held_out_from_split(split, tasks, part)
 
 
@@ -261,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, help="episodes to measure on (default: each run's held-out split)"
     )
     parser.add_argument(
+        "--split",
+        type=Path,
+        help="measure every model on this split.json's episodes (default: each run's own), e.g. to compare "
+        "two models on the newer one's held-out demos",
+    )
+    parser.add_argument(
         "--split-part",
         choices=SPLIT_PARTS,
         default="held_out",
@@ -275,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.data is not None and args.split is not None:
+        parser.error("--data and --split both name the episodes to measure on; give one")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.from_errors is not None:
         results = read_errors(args.from_errors)
@@ -290,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     approach = {}
     for name, checkpoint in zip(names, args.checkpoints):
         agent = MirrorAgent.from_pretrained(resolve_checkpoint(checkpoint).model_dir)
-        episodes = held_out_episodes(checkpoint, args.data, args.tasks, args.split_part)
+        episodes = held_out_episodes(checkpoint, args.data, args.tasks, args.split_part, args.split)
         results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
         if args.approach:
             approach[name] = approach_errors(agent, episodes, progress=not args.no_progress)
