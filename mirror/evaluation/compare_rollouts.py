@@ -12,7 +12,7 @@ refused (``--tasks`` compares a subset both ran). Writes one row per condition (
 control where both have it) and task, plus an ``all`` row:
 
     compare_rollouts checkpoints/mirror_cpu_small/evaluation/results.json \\
-        docs/results/stage3_evaluation/results.json --names stage4 stage3 --out compare.csv
+        docs/results/stage4_evaluation/results.json --names stage5 stage4 --out compare.csv
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def compare(
                 f"{condition} rollouts are not the same scenes: {only_a} only in {names[0]}, {only_b} only "
                 f"in {names[1]} (evaluate both with the same --episodes, --eval-seeds, tasks and variations)"
             )
-        keys = sorted(scenes_a, key=repr)
+        keys = list(scenes_a)
         for task in [*sorted({k[0] for k in keys}), ALL]:
             mine = [k for k in keys if task in (ALL, k[0])]
             rows.append(

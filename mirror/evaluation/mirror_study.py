@@ -71,7 +71,7 @@ from mirror.training.config import (
     load_train_config,
     parse_override,
 )
-from mirror.training.run_directory import CHECKPOINTS_DIR, FINAL_DIR, LATEST_NAME, latest_checkpoint
+from mirror.training.run_directory import FINAL_DIR, latest_checkpoint
 from mirror.training.train_joint import main as train_joint
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
@@ -133,7 +133,7 @@ def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extr
     argv = ["--config", str(config), "--data", str(data), "--seed", str(seed), *extra]
     for override in arm.overrides:
         argv += ["--set", override]
-    if _has_checkpoint(run_dir):
+    if resumable_checkpoint(run_dir) is not None:
         log.info("%s: resuming", run_dir)
         argv += ["--resume", str(run_dir)]
     else:
@@ -145,12 +145,12 @@ def train_arm(config: Path, data: Path, run_dir: Path, arm: Arm, seed: int, extr
         raise EvaluationError(f"train_joint failed for {run_dir} (its log says why)")
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
+def resumable_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``train_joint --resume`` would take up (``latest_checkpoint``), None without one."""
     try:
-        latest_checkpoint(run_dir)
+        return latest_checkpoint(run_dir)
     except CheckpointError:
-        return False
-    return True
+        return None
 
 
 def _log_to_stderr() -> None:
@@ -201,9 +201,8 @@ def run_state(run_dir: Path) -> str:
         return "evaluated (its row is written on the next run of the study)"
     if (run_dir / FINAL_DIR).is_dir():
         return "trained, not evaluated"
-    latest = run_dir / CHECKPOINTS_DIR / LATEST_NAME
-    if latest.is_file():
-        return f"training, checkpoint {latest.read_text().strip()}"
+    if (checkpoint := resumable_checkpoint(run_dir)) is not None:
+        return f"training, checkpoint {checkpoint.name}"
     return (
         "no checkpoint yet (unless training now, it trains again from step 0)"
         if run_dir.is_dir()
