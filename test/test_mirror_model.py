@@ -269,6 +269,7 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
         '{"step": 5, "held_out/recognition_top1": 0.25}\n{"step": 6, "loss/total": 1.0}\n{"step": 7, "held_'
     )
     (run / "split.json").write_text('{"held_out": []}')
+    (run / "train.log").write_text("2026-12-06 13:06:13,372 INFO train_joint: run directory run\n")
     before = _snapshot(run / "final")
     out = export_checkpoint(run, tmp_path / "shipped", command="train_joint --steps 7")
     assert _snapshot(run / "final") == before
@@ -277,6 +278,7 @@ def test_export_writes_an_fp16_copy_with_provenance_and_never_overwrites_its_sou
     assert extra["step"] == 7 and extra["dtype"] == "float16"
     assert extra["held_out_metrics"] == {"step": 5, "held_out/recognition_top1": 0.25}
     assert (out / "split.json").read_text() == '{"held_out": []}'
+    assert (out / "train.log").read_text() == (run / "train.log").read_text()
     assert (out / "training_curve.csv").read_text().splitlines() == [
         "step,position_error_m,recognition_top1",
         "2,0.2,0.0",

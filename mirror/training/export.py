@@ -4,8 +4,9 @@ The shipped checkpoints (checkpoints/) are made this way: the run's final model 
 half the size; loading casts back to float32) with an ``extra.json`` recording where it came from, the exact
 training config, the command that reproduces it and the run's last held-out metrics, so a reader of the
 checkpoint never has to guess how it was trained. Beside it go the run's ``split.json`` (which episodes were
-held out) and ``training_curve.csv`` (every held-out evaluation the run logged), so that every figure quoted
-about the model can be traced to a file.
+held out), ``training_curve.csv`` (every held-out evaluation the run logged) and ``train.log`` (timestamped:
+how long the training took, resumptions included), so that every figure quoted about the model can be traced
+to a file.
 
     export_checkpoint runs/mirror --out checkpoints/mirror_cpu_small \
         --command "train_joint --config config/train_cpu_small.yaml --data data/train_small --out runs/mirror"
@@ -24,7 +25,7 @@ from typing import Any
 from mirror.evaluation.errors import CheckpointNotFoundError
 from mirror.evaluation.model_source import resolve_checkpoint, run_directory
 from mirror.model import MirrorModel
-from mirror.training.run_directory import SPLIT_NAME
+from mirror.training.run_directory import SPLIT_NAME, TRAIN_LOG_NAME
 from mirror_common.cli import console_main
 from mirror_common.errors import CheckpointError
 
@@ -93,8 +94,9 @@ def export_checkpoint(source: Path, out: Path, fp16: bool = True, command: str |
     }
     model.save_pretrained(out, extra=extra, fp16=fp16)
     if run is not None:
-        if (run / SPLIT_NAME).is_file():
-            shutil.copyfile(run / SPLIT_NAME, out / SPLIT_NAME)
+        for name in (SPLIT_NAME, TRAIN_LOG_NAME):
+            if (run / name).is_file():
+                shutil.copyfile(run / name, out / name)
         records = held_out_records(run)
         if records:
             write_training_curve(records, out / TRAINING_CURVE_NAME)

@@ -38,6 +38,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST_NAME = "latest"
 FINAL_DIR = "final"
 SPLIT_NAME = "split.json"  # <run>/split.json: the train / held-out episodes
+TRAIN_LOG_NAME = "train.log"  # <run>/train.log: train_joint's log, timestamped (how long each step took)
 STATE_VERSION = 1
 # Settings that may differ when resuming: where and how often things are written, how data is loaded, what
 # computes (device, threads, precision: weights, optimizer states and checkpoints are float32 under any).

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenM
 
 from mirror.training.config import TrainConfigError, load_train_config  # noqa: E402
 from mirror.training.distributed import setup_distributed, teardown  # noqa: E402
-from mirror.training.run_directory import latest_checkpoint, run_dir_of  # noqa: E402
+from mirror.training.run_directory import TRAIN_LOG_NAME, latest_checkpoint, run_dir_of  # noqa: E402
 from mirror.training.trainer import MirrorTrainer  # noqa: E402
 from mirror_common.cli import console_main
 from mirror_common.errors import MirrorError
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = MirrorTrainer(config, dist, resume=args.resume)
         if dist.is_main:
-            file_handler = logging.FileHandler(trainer.run_dir / "train.log")
+            file_handler = logging.FileHandler(trainer.run_dir / TRAIN_LOG_NAME)
             file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger().addHandler(file_handler)
             log.info("run directory %s; %d train / %d held-out episodes, %d EE transitions, vocabulary of %d",
