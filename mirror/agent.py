@@ -65,7 +65,6 @@ class MirrorAgent:
             self._language[instruction] = self.model.language_features([instruction])
         return self._language[instruction]
 
-    @torch.no_grad()
     def act(
         self,
         observation: Observation,
@@ -80,15 +79,29 @@ class MirrorAgent:
         Raises ``PolicyInputError`` for a missing camera or wrong image size and ``InvalidActionError`` if
         the decoded action were malformed.
         """
+        action, e, _ = self.predict(observation, instruction, step, episode_length)
+        return action, e
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: Observation,
+        instruction: str | None,
+        step: int,
+        episode_length: int = MAX_KEYFRAMES,
+    ) -> tuple[KeyframeAction, np.ndarray, np.ndarray]:
+        """:meth:`act` with ARP's coarse-stage point ``(3,)`` (world, metres) as a third value: the point its
+        fine stage zoomed in on, which decides which object a keyframe goes to (``keyframe_errors``)."""
         lang, mask = self._language_of(instruction)
         batch = make_batch(
             [observation], self.model.arp.config, lang, mask, [step], episode_length=episode_length
         )
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self._autocast():
-            actions, e = self.model.arp.predict_action(batch)
-        action = KeyframeAction.from_vector(actions[0].double().cpu().numpy())
-        return action, e[0].float().cpu().numpy()
+            prediction = self.model.arp.predict(batch)
+        action = KeyframeAction.from_vector(prediction.action[0].double().cpu().numpy())
+        coarse = prediction.coarse_position[0].double().cpu().numpy()
+        return action, prediction.e[0].float().cpu().numpy(), coarse
 
     # -------------------------------------------------------------------------- action understanding
     def recognizer(self, instructions: Sequence[str] | None = None) -> InstructionRecognizer:

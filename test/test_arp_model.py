@@ -389,6 +389,13 @@ def test_overfits_one_sample_and_recovers_the_action() -> None:
     assert float((predicted[0, :3] - action[0, :3]).norm()) < 0.03
     assert float(quaternion_angle_deg(predicted[:, 3:7].double(), action[:, 3:7].double())[0]) < 5.0
     assert predicted[0, 7:].tolist() == [0.0, 1.0]
+    # predict: the same keyframe, and the coarse point it refined, on the target to within a coarse pixel or
+    # two, with the keyframe inside the fine stage's cube around it
+    prediction = policy.predict(batch)
+    assert torch.equal(prediction.action, predicted) and torch.equal(prediction.e, e)
+    half_fine = (cfg.scene_bounds[3] - cfg.scene_bounds[0]) / 2 / cfg.zoom_factor
+    assert float((prediction.coarse_position - predicted[:, :3]).abs().max()) <= half_fine
+    assert float((prediction.coarse_position[0] - action[0, :3]).norm()) < 0.06
 
 
 def test_paper_config_builds_and_runs_one_forward_pass() -> None:

@@ -511,6 +511,7 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     by_model = {name: [r["position_cm"] for r in rows if r["model"] == name] for name in ("a", "b")}
     assert by_model["a"] == by_model["b"]  # the same checkpoint twice
     assert all(float(r["position_cm"]) >= 0 and 0 <= float(r["rotation_deg"]) <= 180 for r in rows)
+    assert all(float(r["coarse_cm"]) >= 0 for r in rows)
     summary = list(csv.DictReader((out / SUMMARY_NAME).open()))
     assert [r["task"] for r in summary if r["model"] == "a"][-1] == "all"
     # push_buttons variations 0 and 1 are both trained: each step is also acted under the other one
@@ -539,6 +540,12 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     picked = summarise([KeyframeError("t", 0, 0, 0.4, 1.0, True), KeyframeError("t", 0, 1, 9.0, 1.0, True),
                         KeyframeError("t", 1, 0, 12.0, 1.0, True)])[0]  # fmt: skip
     assert picked["first_keyframe_beyond_5cm_pct"] == 50.0
+    assert math.isnan(picked["coarse_median_cm"])  # rows without the coarse point (older CSVs)
+    # ... and whether the coarse stage already chose the other object: one first coarse point of two
+    coarse = summarise([KeyframeError("t", 0, 0, 0.4, 1.0, True, coarse_cm=2.0),
+                        KeyframeError("t", 0, 1, 9.0, 1.0, True, coarse_cm=3.0),
+                        KeyframeError("t", 1, 0, 12.0, 1.0, True, coarse_cm=11.0)])[0]  # fmt: skip
+    assert (coarse["coarse_median_cm"], coarse["first_keyframe_coarse_beyond_5cm_pct"]) == (3.0, 50.0)
     # --approach: step 0 from frames on the way to the first keyframe, the first of them frame 0
     approach = [r for r in csv.DictReader((out / APPROACH_NAME).open()) if r["model"] == "a"]
     assert len(approach) == len(episodes) * len(APPROACH_FRACTIONS)

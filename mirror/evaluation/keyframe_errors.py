@@ -18,6 +18,12 @@ Which object: the first keyframe (step 0) is where the policy picks what to act 
 piece of meat); later keyframes start beside it. ``first_keyframe_beyond_5cm_pct`` is the share of episodes
 whose first keyframe lands more than 5 cm off, i.e. on another object where the scene has several.
 
+Which stage picks it: ARP finds a keyframe's position in two stages, a coarse one over the whole workspace and
+a fine one in a cube zoomed in around the coarse point (trained within ``stage2_center_noise`` of the target,
+so it refines around that point rather than moving to another object). ``coarse_cm`` is how far the coarse
+point lands from the demo's keyframe; ``first_keyframe_coarse_beyond_5cm_pct`` beside
+``first_keyframe_beyond_5cm_pct`` says whether a wrong object was the coarse stage's choice.
+
 ``--approach`` also acts at step 0 from frames part of the way to the first keyframe (``approach_errors``):
 whether the policy finds the object or follows the arm's heading.
 
@@ -73,7 +79,7 @@ SUMMARY_COLUMNS = (
     "task", "keyframes", "position_mean_cm", "position_median_cm", "position_within_1cm_pct",
     "position_within_2cm_pct", "position_beyond_5cm_pct", "first_keyframe_beyond_5cm_pct",
     "rotation_median_deg", "rotation_beyond_10deg_pct", "gripper_accuracy_pct", "instruction_shift_median_cm",
-    "instruction_shift_beyond_5cm_pct",
+    "instruction_shift_beyond_5cm_pct", "coarse_median_cm", "first_keyframe_coarse_beyond_5cm_pct",
 )  # fmt: skip
 
 
@@ -88,6 +94,7 @@ class KeyframeError:
     rotation_deg: float
     gripper_match: bool
     instruction_shift_cm: float = math.nan  # see the module docstring
+    coarse_cm: float = math.nan  # the coarse stage's point from the demo's keyframe (NaN: not recorded)
 
 
 def other_variation_instruction(task: str, instruction: str, vocabulary: Sequence[str]) -> str | None:
@@ -117,7 +124,7 @@ def keyframe_errors(
         observations = load_observations(episode, [frame for frame, _ in frames], cameras)
         targets = load_episode(episode.record, cameras=[], frames=list(keyframes)).observations
         for observation, (_, step), target in zip(observations, frames, targets):
-            action, _ = agent.act(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
+            action, _, coarse = agent.predict(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
             shift = math.nan
             if other is not None:
                 swapped, _ = agent.act(observation, other, min(step, MAX_KEYFRAMES - 1))
@@ -135,6 +142,7 @@ def keyframe_errors(
                     rotation_deg=float(rotation),
                     gripper_match=action.gripper_open == (float(target.gripper_open) > 0.5),
                     instruction_shift_cm=shift,
+                    coarse_cm=100.0 * float(np.linalg.norm(coarse - pose[:3])),
                 )
             )
     return errors
@@ -143,8 +151,9 @@ def keyframe_errors(
 def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
     """Per task, then over all tasks: count, position mean / median and the shares within 1 cm, within 2 cm
     and beyond 5 cm, the share of first keyframes (step 0) beyond 5 cm, rotation median and the share beyond
-    10 degrees, gripper accuracy (percentages), and the median instruction shift and the share of steps it
-    exceeds 5 cm (NaN where no step had another variation's instruction)."""
+    10 degrees, gripper accuracy (percentages), the median instruction shift and the share of steps it
+    exceeds 5 cm (NaN where no step had another variation's instruction), and the coarse point's median
+    error and share of first keyframes beyond 5 cm (NaN for rows read from a CSV without them)."""
     groups: dict[str, list[KeyframeError]] = {}
     for error in errors:
         groups.setdefault(error.task, []).append(error)
@@ -156,6 +165,8 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
         rotation = [e.rotation_deg for e in group]
         shifts = [e.instruction_shift_cm for e in group if math.isfinite(e.instruction_shift_cm)]
         first = [e.position_cm for e in group if e.step == 0]
+        coarse = [e.coarse_cm for e in group if math.isfinite(e.coarse_cm)]
+        first_coarse = [e.coarse_cm for e in group if e.step == 0 and math.isfinite(e.coarse_cm)]
 
         def share(values: list[float], test) -> float:  # noqa: ANN001 - a predicate
             return 100.0 * sum(1 for v in values if test(v)) / len(values)
@@ -174,6 +185,8 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
             100.0 * sum(e.gripper_match for e in group) / len(group),
             statistics.median(shifts) if shifts else math.nan,
             share(shifts, lambda v: v > 5.0) if shifts else math.nan,
+            statistics.median(coarse) if coarse else math.nan,
+            share(first_coarse, lambda v: v > 5.0) if first_coarse else math.nan,
         )
         rows.append(dict(zip(SUMMARY_COLUMNS, values)))
     return rows
@@ -220,7 +233,7 @@ def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
     results: dict[str, list[KeyframeError]] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            shift = row["instruction_shift_cm"]
+            shift, coarse = row["instruction_shift_cm"], row.get("coarse_cm", "")
             results.setdefault(row["model"], []).append(
                 KeyframeError(
                     task=row["task"],
@@ -230,6 +243,7 @@ def read_errors(path: Path) -> dict[str, list[KeyframeError]]:
                     rotation_deg=float(row["rotation_deg"]),
                     gripper_match=row["gripper_match"] == "True",
                     instruction_shift_cm=float(shift) if shift else math.nan,
+                    coarse_cm=float(coarse) if coarse else math.nan,
                 )
             )
     return results

@@ -31,6 +31,7 @@ views), three 72-way rotation cross-entropies, gripper and collision cross-entro
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -327,6 +328,14 @@ class ChunkingCausalTransformer(nn.Module):
         return bins, grip, collision, torch.cat(outputs, dim=1)
 
 
+class KeyframePrediction(NamedTuple):
+    """One decoded keyframe per batch element (see :meth:`ARPPolicy.predict`)."""
+
+    action: Tensor  # (B, 9) [x, y, z, qx, qy, qz, qw, gripper_open, ignore_collisions]
+    e: Tensor  # (B, embed_dim) embodied representation
+    coarse_position: Tensor  # (B, 3) the coarse stage's world point, the centre of the fine stage's cube
+
+
 def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Mean over leading dims of -sum(target * log_softmax(logits)) over the last two (pixel) dims, in
     float32 (a bf16 log-softmax over 4096 pixels would lose the loss's small differences)."""
@@ -464,6 +473,14 @@ class ARPPolicy(nn.Module):
     def predict_action(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Sequential decoding -> ((B, 9) actions [x, y, z, qx, qy, qz, qw, gripper_open, ignore_collisions],
         (B, embed_dim) embodied representation e). Runs in eval mode and restores the previous mode."""
+        prediction = self.predict(batch)
+        return prediction.action, prediction.e
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Tensor]) -> KeyframePrediction:
+        """:meth:`predict_action` with the coarse stage's point beside it: the fine stage only refines around
+        that point (it trains within ``stage2_center_noise`` of the target), so where the coarse point lands
+        is which object the keyframe goes to."""
         c = self.config
         validate_batch(batch, c, require_action=False)
         was_training = self.training
@@ -483,7 +500,7 @@ class ARPPolicy(nn.Module):
             plane2, _ = cube_to_view(fine_cube)
             bins, grip, collision, hat = self.cct.decode(self.cct.prompt_tokens(features2, plane2))
             action = labels_to_action(position, bins, grip, collision, c.rotation_bins)
-            return action, hat.mean(dim=1)
+            return KeyframePrediction(action, hat.mean(dim=1), coarse)
         finally:
             self.train(was_training)
 
