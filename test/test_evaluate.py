@@ -483,10 +483,12 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
     from mirror.evaluation.held_out import held_out_from_split
     from mirror.evaluation.keyframe_errors import (
         ERRORS_NAME,
+        STEPS_NAME,
         SUMMARY_NAME,
         KeyframeError,
         other_variation_instruction,
         summarise,
+        summarise_steps,
     )
     from mirror.evaluation.keyframe_errors import main as keyframe_errors_main
 
@@ -546,6 +548,14 @@ def test_keyframe_errors_compare_each_predicted_keyframe_with_the_demo(run_dir, 
                         KeyframeError("t", 0, 1, 9.0, 1.0, True, coarse_cm=3.0),
                         KeyframeError("t", 1, 0, 12.0, 1.0, True, coarse_cm=11.0)])[0]  # fmt: skip
     assert (coarse["coarse_median_cm"], coarse["first_keyframe_coarse_beyond_5cm_pct"]) == (3.0, 50.0)
+    first, second = summarise_steps([*made, KeyframeError("t", 1, 0, 8.0, 9.0, True, coarse_cm=7.0)])[:2]
+    assert (first["step"], first["keyframes"], first["position_median_cm"]) == (0, 2, 4.25)
+    assert (first["position_beyond_5cm_pct"], first["coarse_median_cm"], first["coarse_beyond_5cm_pct"]) == (
+        50.0, 7.0, 100.0)  # fmt: skip
+    assert (second["step"], second["keyframes"], second["rotation_median_deg"]) == (1, 1, 20.0)
+    assert math.isnan(second["coarse_median_cm"])
+    steps = list(csv.DictReader((out / STEPS_NAME).open()))
+    assert sum(int(r["keyframes"]) for r in steps) == len(rows)  # every row in one task-and-step group
     # --approach: step 0 from frames on the way to the first keyframe, the first of them frame 0
     approach = [r for r in csv.DictReader((out / APPROACH_NAME).open()) if r["model"] == "a"]
     assert len(approach) == len(episodes) * len(APPROACH_FRACTIONS)

@@ -30,9 +30,10 @@ whether the policy finds the object or follows the arm's heading.
     keyframe_errors --checkpoints runs/mirror checkpoints/mirror_cpu_small --names new shipped --out DIR
     keyframe_errors --from-errors DIR/keyframe_errors.csv --out DIR    # re-summarise rows, no model
 
-writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step) and
-``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks); with ``--approach`` also
-``DIR/approach.csv`` and ``DIR/approach_summary.csv``.
+writes ``DIR/keyframe_errors.csv`` (one row per model, episode and step),
+``DIR/keyframe_errors_summary.csv`` (per model and task, and over all tasks) and
+``DIR/keyframe_errors_steps.csv`` (per model, task and step: which keyframe of a task misses); with
+``--approach`` also ``DIR/approach.csv`` and ``DIR/approach_summary.csv``.
 """
 
 from __future__ import annotations
@@ -74,12 +75,19 @@ log = logging.getLogger("keyframe_errors")
 
 ERRORS_NAME = "keyframe_errors.csv"
 SUMMARY_NAME = "keyframe_errors_summary.csv"
+STEPS_NAME = "keyframe_errors_steps.csv"
 ALL_TASKS = "all"
 SUMMARY_COLUMNS = (
     "task", "keyframes", "position_mean_cm", "position_median_cm", "position_within_1cm_pct",
     "position_within_2cm_pct", "position_beyond_5cm_pct", "first_keyframe_beyond_5cm_pct",
     "rotation_median_deg", "rotation_beyond_10deg_pct", "gripper_accuracy_pct", "instruction_shift_median_cm",
     "instruction_shift_beyond_5cm_pct", "coarse_median_cm", "first_keyframe_coarse_beyond_5cm_pct",
+)  # fmt: skip
+
+
+STEP_COLUMNS = (
+    "task", "step", "keyframes", "position_median_cm", "position_beyond_5cm_pct", "coarse_median_cm",
+    "coarse_beyond_5cm_pct", "rotation_median_deg",
 )  # fmt: skip
 
 
@@ -192,6 +200,30 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
     return rows
 
 
+def summarise_steps(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
+    """Per task and step (sorted): count, position median and share beyond 5 cm, the coarse point's median
+    and share beyond 5 cm (NaN where not recorded), and rotation median."""
+    groups: dict[tuple[str, int], list[KeyframeError]] = {}
+    for error in errors:
+        groups.setdefault((error.task, error.step), []).append(error)
+    rows = []
+    for (task, step), group in sorted(groups.items()):
+        position = [e.position_cm for e in group]
+        coarse = [e.coarse_cm for e in group if math.isfinite(e.coarse_cm)]
+        values = (
+            task,
+            step,
+            len(group),
+            statistics.median(position),
+            100.0 * sum(v > 5.0 for v in position) / len(position),
+            statistics.median(coarse) if coarse else math.nan,
+            100.0 * sum(v > 5.0 for v in coarse) / len(coarse) if coarse else math.nan,
+            statistics.median(e.rotation_deg for e in group),
+        )
+        rows.append(dict(zip(STEP_COLUMNS, values)))
+    return rows
+
+
 def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.2f}" if math.isfinite(value) else ""
@@ -217,9 +249,12 @@ def _write_per_model(
 
 
 def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
-    """Both CSVs of the module docstring for ``{model name: errors}``."""
+    """The three CSVs of the module docstring for ``{model name: errors}``."""
     paths = (out / ERRORS_NAME, out / SUMMARY_NAME)
     _write_per_model(paths, KeyframeError, results, summarise, SUMMARY_COLUMNS)
+    steps = [{"model": name, **{k: _format(v) for k, v in row.items()}}
+             for name, errors in results.items() for row in summarise_steps(errors)]  # fmt: skip
+    write_csv(out / STEPS_NAME, ("model", *STEP_COLUMNS), steps)
 
 
 def write_approach(out: Path, results: dict[str, list[ApproachError]]) -> None:
@@ -330,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             overall["instruction_shift_median_cm"],
         )
     write_errors(out, results)
-    log.info("wrote %s and %s", out / ERRORS_NAME, out / SUMMARY_NAME)
+    log.info("wrote %s, %s and %s", out / ERRORS_NAME, out / SUMMARY_NAME, out / STEPS_NAME)
     if approach:
         write_approach(out, approach)
         log.info("wrote %s and %s", out / APPROACH_NAME, out / APPROACH_SUMMARY_NAME)
