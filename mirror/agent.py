@@ -32,11 +32,18 @@ __all__ = ["MirrorAgent"]
 class MirrorAgent:
     """A trained mirror model behind a small numpy-in / numpy-out interface."""
 
-    def __init__(self, model: MirrorModel, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, model: MirrorModel, device: str = "cpu", precision: str = "fp32", coarse_prior: float = 0.0
+    ) -> None:
+        """``coarse_prior``: how much ARP's coarse stage weighs in where the keyframe lands (0, as trained:
+        the fine stage alone; see :meth:`~mirror_policy.arp.modeling.ARPPolicy.predict`)."""
         if precision not in INFERENCE_PRECISIONS:
             raise ValueError(f"precision must be one of {INFERENCE_PRECISIONS}, got {precision!r}")
+        if coarse_prior < 0:
+            raise ValueError(f"coarse_prior must be >= 0, got {coarse_prior}")
         self.device = torch.device(device)
         self.precision = precision
+        self.coarse_prior = coarse_prior
         self.model = model.to(self.device).eval()
         self.config = model.config
         self._language: dict[str | None, tuple[Tensor, Tensor]] = {}
@@ -44,10 +51,12 @@ class MirrorAgent:
 
     @classmethod
     def from_pretrained(
-        cls, directory: Path | str, device: str = "cpu", precision: str = "fp32"
+        cls, directory: Path | str, device: str = "cpu", precision: str = "fp32", coarse_prior: float = 0.0
     ) -> MirrorAgent:
         """Load a checkpoint written by ``MirrorModel.save_pretrained`` (or by ``train_joint``)."""
-        return cls(MirrorModel.from_pretrained(directory, map_location=device), device, precision)
+        return cls(
+            MirrorModel.from_pretrained(directory, map_location=device), device, precision, coarse_prior
+        )
 
     def _autocast(self) -> AbstractContextManager:
         return precision_autocast(self.precision, self.device)
@@ -98,7 +107,7 @@ class MirrorAgent:
         )
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self._autocast():
-            prediction = self.model.arp.predict(batch)
+            prediction = self.model.arp.predict(batch, self.coarse_prior)
         action = KeyframeAction.from_vector(prediction.action[0].double().cpu().numpy())
         coarse = prediction.coarse_position[0].double().cpu().numpy()
         return action, prediction.e[0].float().cpu().numpy(), coarse

@@ -396,6 +396,11 @@ def test_overfits_one_sample_and_recovers_the_action() -> None:
     half_fine = (cfg.scene_bounds[3] - cfg.scene_bounds[0]) / 2 / cfg.zoom_factor
     assert float((prediction.coarse_position - predicted[:, :3]).abs().max()) <= half_fine
     assert float((prediction.coarse_position[0] - action[0, :3]).norm()) < 0.06
+    fused = policy.predict(batch, coarse_prior=1.0)  # the fine stage is sure here: the same keyframe, near
+    assert float((fused.action[0, :3] - predicted[0, :3]).norm()) < 0.01
+    assert torch.equal(fused.coarse_position, prediction.coarse_position)
+    with pytest.raises(ValueError, match="coarse_prior"):
+        policy.predict(batch, coarse_prior=-1.0)
 
 
 def test_paper_config_builds_and_runs_one_forward_pass() -> None:

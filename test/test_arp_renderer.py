@@ -15,6 +15,7 @@ from mirror_policy.arp.renderer import (
     gaussian_heatmaps,
     in_bounds_mask,
     lift_heatmaps,
+    lift_with_coarse_prior,
     pixel_index,
     project,
     view_to_cube,
@@ -96,6 +97,30 @@ def test_lift_heatmaps_matches_brute_force_projection_of_anchors() -> None:
         score = sum(maps[b, v, idx[:, v, 1], idx[:, v, 0]] for v in range(3))
         expected = anchors[score.argmax()]
         torch.testing.assert_close(lift_heatmaps(maps[b : b + 1])[0], expected)
+
+
+def test_the_coarse_prior_decides_only_where_the_fine_stage_is_unsure() -> None:
+    points = random_points_in_bounds(4, seed=5)
+    coarse = CubeFrame.from_bounds(PERACT_SCENE_BOUNDS, 4)
+    p1, _ = project(coarse.to_cube(points), R)
+    coarse_maps = gaussian_heatmaps(p1, R, 1.5)
+    # the fine cube is centred 3 cm off each point, as after a coarse miss
+    fine = coarse.zoom(points + 0.03, ZOOM)
+    g = torch.Generator().manual_seed(6)
+    fine_maps = torch.rand(4, 3, R, R, generator=g)
+    # weight 0: the fine maps' own argmax
+    torch.testing.assert_close(lift_with_coarse_prior(fine_maps, coarse_maps, fine, coarse, 0.0),
+                               lift_heatmaps(fine_maps))  # fmt: skip
+    # flat fine maps: the coarse stage's point, to within a coarse pixel
+    flat = torch.full((4, 3, R, R), 1.0 / R**2)
+    lifted = fine.to_world(lift_with_coarse_prior(flat, coarse_maps, fine, coarse, 1.0))
+    assert float((lifted - points).abs().max()) <= 1.0 / R
+    # a sharp fine peak 2.8 cm from the coarse point wins, pulled towards it by at most two fine pixels
+    target = points + torch.tensor([0.02, -0.02, 0.0])
+    p2, _ = project(fine.to_cube(target), R)
+    sharp = gaussian_heatmaps(p2, R, 1.5)
+    lifted = fine.to_world(lift_with_coarse_prior(sharp, coarse_maps, fine, coarse, 1.0))
+    assert float((lifted - target).abs().max()) <= 2.0 / R / ZOOM
 
 
 def test_zbuffer_keeps_the_nearest_point_whatever_the_order() -> None:

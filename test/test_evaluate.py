@@ -277,19 +277,28 @@ def test_comparison_mode_puts_both_models_in_one_table(run_dir, dataset, tmp_pat
     assert not (out / "success.png").exists()
 
 
-def test_precision_reaches_every_agent_and_is_recorded(run_dir, dataset, tmp_path, one_torch_thread):
+def test_precision_and_coarse_prior_reach_every_agent_and_are_recorded(
+    run_dir, dataset, tmp_path, one_torch_thread
+):
     out = tmp_path / "bf16"
     argv = ["--checkpoints", str(run_dir), "--names", "m", "--data", str(dataset), "--out", str(out)]
-    assert main([*argv, "--precision", "bf16", "--skip-rollouts", "--no-progress"]) == 0
+    options = ["--precision", "bf16", "--coarse-prior", "0.5", "--skip-rollouts", "--no-progress"]
+    assert main([*argv, *options]) == 0
     model = json.loads((out / "results.json").read_text())["models"]["m"]
     assert model["precision"] == "bf16" and len(model["recognition"]["records"]) == 2
-    rollout_pool._init_worker(RolloutJob(run_dir / "final", max_steps=1, precision="fp16"))
+    assert model["coarse_prior"] == 0.5
+    job = RolloutJob(run_dir / "final", max_steps=1, precision="fp16", coarse_prior=2.0)
+    rollout_pool._init_worker(job)
     worker_env, worker_agent, _ = rollout_pool._WORKER
     rollout_pool._WORKER = None
     worker_env.close()
-    assert worker_agent.precision == "fp16"
+    assert (worker_agent.precision, worker_agent.coarse_prior) == ("fp16", 2.0)
     with pytest.raises(ValueError, match="precision"):
         EvaluationSettings(precision="int8").validate()
+    with pytest.raises(ValueError, match="coarse_prior"):
+        EvaluationSettings(coarse_prior=-0.5).validate()
+    with pytest.raises(ValueError, match="coarse_prior"):
+        MirrorAgent.from_pretrained(run_dir / "final", coarse_prior=-1.0)
 
 
 class FixedTargetPolicy:
@@ -605,6 +614,14 @@ def test_keyframe_errors_on_the_training_split(dataset, tmp_path):
     rows = list(csv.DictReader((out / ERRORS_NAME).open()))
     assert len(rows) == len(keyframes_and_seed(trained[0])[0])
     assert {(r["task"], int(r["episode"])) for r in rows} == {(entries[0].task, entries[0].episode)}
+    # --coarse-prior: the same steps, each keyframe placed with the coarse stage's prior
+    fused = tmp_path / "fused"
+    fused_argv = [*argv[:-3], "--out", str(fused), "--coarse-prior", "1", "--no-progress"]
+    assert keyframe_errors_main(fused_argv) == 0
+    fused_rows = list(csv.DictReader((fused / ERRORS_NAME).open()))
+    assert [(r["episode"], r["step"], r["coarse_cm"]) for r in fused_rows] == [
+        (r["episode"], r["step"], r["coarse_cm"]) for r in rows
+    ]  # the coarse stage does not change; where the keyframe lands may
     with pytest.raises(ValueError, match="part must be one of"):
         held_out_from_split(run / "split.json", part="test")
 

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=INFERENCE_PRECISIONS, default="fp32",
         help="inference compute: fp32, or bf16 / fp16 autocast with float32 weights (MirrorAgent)",
     )  # fmt: skip
+    parser.add_argument(
+        "--coarse-prior", type=float, default=0.0,
+        help="place each keyframe where the fine stage's score times the coarse stage's score to this power "
+        "is highest (0, as trained: the fine stage alone)",
+    )  # fmt: skip
     parser.add_argument("--tsne-max-points", type=int, default=2000)
     parser.add_argument(
         "--processes", type=int, default=1, help="simulator processes for the rollouts (one per core)"
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         rollouts=not args.skip_rollouts,
         device=args.device,
         precision=args.precision,
+        coarse_prior=args.coarse_prior,
         planning_time=args.planning_time,
         progress=not args.no_progress,
         tsne_max_points=args.tsne_max_points,

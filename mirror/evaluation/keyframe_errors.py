@@ -334,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also act from frames on the way to the first keyframe (approach.csv; see approach_errors)",
     )
+    parser.add_argument(
+        "--coarse-prior", type=float, default=0.0,
+        help="the weight of ARP's coarse stage in placing each keyframe (MirrorAgent; 0, as trained)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.data is not None and args.split is not None:
@@ -352,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     approach = {}
     for name, checkpoint in zip(names, args.checkpoints):
-        agent = MirrorAgent.from_pretrained(resolve_checkpoint(checkpoint).model_dir)
+        agent = MirrorAgent.from_pretrained(
+            resolve_checkpoint(checkpoint).model_dir, coarse_prior=args.coarse_prior
+        )
         episodes = held_out_episodes(checkpoint, args.data, args.tasks, args.split_part, args.split)
         results[name] = keyframe_errors(agent, episodes, progress=not args.no_progress)
         if args.approach:

@@ -35,6 +35,7 @@ class RolloutJob:
     blind: bool = False  # the instruction-blind control (run_episode)
     features: bool = False  # keep each rollout's u and e (execution_alignment; renders every tick)
     precision: str = "fp32"  # the agent's inference compute (MirrorAgent)
+    coarse_prior: float = 0.0  # the weight of ARP's coarse stage in placing a keyframe (MirrorAgent)
 
 
 @dataclass
@@ -87,7 +88,10 @@ def _init_worker(job: RolloutJob) -> None:
     global _WORKER
     torch.set_num_threads(1)
     agent = MirrorAgent(
-        MirrorModel.from_pretrained(job.model_dir, map_location=job.device), job.device, job.precision
+        MirrorModel.from_pretrained(job.model_dir, map_location=job.device),
+        job.device,
+        job.precision,
+        job.coarse_prior,
     )
     _WORKER = (embedded_simulator(agent.config.arp.camera_resolution, job.planning_time), agent, job)
 

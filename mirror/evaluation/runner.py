@@ -64,6 +64,7 @@ class EvaluationSettings:
     rollouts: bool = True
     device: str = "cpu"
     precision: str = "fp32"  # the agent's inference compute (MirrorAgent): fp32, bf16 or fp16 autocast
+    coarse_prior: float = 0.0  # the weight of ARP's coarse stage in placing a keyframe (MirrorAgent)
     planning_time: float | None = None  # simulator planner budget per keyframe (None: its default)
     progress: bool = True
     tsne_max_points: int = 2000
@@ -86,6 +87,8 @@ class EvaluationSettings:
             raise ValueError(f"precision must be one of {INFERENCE_PRECISIONS}, got {self.precision!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.coarse_prior < 0:
+            raise ValueError(f"coarse_prior must be >= 0, got {self.coarse_prior}")
         if not self.eval_seeds:
             raise ValueError("need at least one evaluation seed")
         bad = [s for s in self.eval_seeds if not 0 <= s < MAX_EVAL_SEED]
@@ -210,7 +213,7 @@ def evaluate_model(
     them."""
     resolved = resolve_checkpoint(checkpoint)
     agent = MirrorAgent(MirrorModel.from_pretrained(resolved.model_dir, map_location=settings.device),
-                        settings.device, settings.precision)  # fmt: skip
+                        settings.device, settings.precision, settings.coarse_prior)  # fmt: skip
     vocabulary = list(agent.config.instructions)
     pairing = settings.pairing or agent.config.alignment.pairing
     results: dict = {
@@ -219,6 +222,7 @@ def evaluate_model(
         "vocabulary_size": len(vocabulary),
         "vocabulary": vocabulary,  # which rolled-out instructions the model was trained on
         "precision": settings.precision,
+        "coarse_prior": settings.coarse_prior,
     }
     evaluation = ModelEvaluation(name, results)
     probed_agent: MirrorAgent | None = None
@@ -252,8 +256,10 @@ def evaluate_model(
                 resolved.model_dir, settings.probe_steps, probe_dir, settings.probe_data, settings.device,
                 settings.progress, pairing,
             )  # fmt: skip
-            probed_agent = MirrorAgent(MirrorModel.from_pretrained(probed, map_location=settings.device),
-                                       settings.device, settings.precision)  # fmt: skip
+            probed_model = MirrorModel.from_pretrained(probed, map_location=settings.device)
+            probed_agent = MirrorAgent(
+                probed_model, settings.device, settings.precision, settings.coarse_prior
+            )
             # the encoders are frozen, so the held-out u and e are the same: only the heads change
             results["alignment_probe"] = {
                 "pairing": pairing, "probe_steps": settings.probe_steps, "model": str(probed),
@@ -276,6 +282,7 @@ def evaluate_model(
         job = RolloutJob(
             resolved.model_dir, settings.max_steps, settings.device, settings.planning_time, video_dir,
             point_cloud_dir, features=settings.rollout_alignment, precision=settings.precision,
+            coarse_prior=settings.coarse_prior,
         )  # fmt: skip
         rollouts = _rollouts(job, plans, settings, agent, env, f"{name}: rollouts")
         evaluation.outcomes = [r.outcome for r in rollouts]

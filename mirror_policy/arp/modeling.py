@@ -50,6 +50,7 @@ from mirror_policy.arp.renderer import (
     gaussian_heatmaps,
     in_bounds_mask,
     lift_heatmaps,
+    lift_with_coarse_prior,
     plane_to_pixel,
 )
 
@@ -477,10 +478,14 @@ class ARPPolicy(nn.Module):
         return prediction.action, prediction.e
 
     @torch.no_grad()
-    def predict(self, batch: dict[str, Tensor]) -> KeyframePrediction:
+    def predict(self, batch: dict[str, Tensor], coarse_prior: float = 0.0) -> KeyframePrediction:
         """:meth:`predict_action` with the coarse stage's point beside it: the fine stage only refines around
         that point (it trains within ``stage2_center_noise`` of the target), so where the coarse point lands
-        is which object the keyframe goes to."""
+        is which object the keyframe goes to. ``coarse_prior`` > 0 places the keyframe where the fine score
+        times the coarse score to that power is highest (:func:`lift_with_coarse_prior`) instead of at the
+        fine score's maximum."""
+        if coarse_prior < 0:
+            raise ValueError(f"coarse_prior must be >= 0, got {coarse_prior}")
         c = self.config
         validate_batch(batch, c, require_action=False)
         was_training = self.training
@@ -490,12 +495,17 @@ class ARPPolicy(nn.Module):
             keep = in_bounds_mask(batch["points"], c.scene_bounds)
             frame1 = CubeFrame.from_bounds(c.scene_bounds, B, batch["points"].device)
             _, logits1 = self._stage(0, frame1, batch, keep)
-            coarse = self._clip_to_bounds(
-                frame1.to_world(lift_heatmaps(logits1.flatten(-2).softmax(-1).view_as(logits1)))
-            )
+            probabilities1 = logits1.flatten(-2).softmax(-1).view_as(logits1)
+            coarse = self._clip_to_bounds(frame1.to_world(lift_heatmaps(probabilities1)))
             frame2 = frame1.zoom(coarse, c.zoom_factor)
             features2, logits2 = self._stage(1, frame2, batch, keep)
-            fine_cube = lift_heatmaps(logits2.flatten(-2).softmax(-1).view_as(logits2))
+            probabilities2 = logits2.flatten(-2).softmax(-1).view_as(logits2)
+            if coarse_prior > 0:
+                fine_cube = lift_with_coarse_prior(
+                    probabilities2, probabilities1, frame2, frame1, coarse_prior
+                )
+            else:
+                fine_cube = lift_heatmaps(probabilities2)
             position = self._clip_to_bounds(frame2.to_world(fine_cube))
             plane2, _ = cube_to_view(fine_cube)
             bins, grip, collision, hat = self.cct.decode(self.cct.prompt_tokens(features2, plane2))

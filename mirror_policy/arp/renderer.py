@@ -210,6 +210,43 @@ def lift_heatmaps(probabilities: Tensor) -> Tensor:
     return torch.stack(out).to(probabilities.device)
 
 
+def view_scores(probabilities: Tensor, points_cube: Tensor) -> Tensor:
+    """The view average of the per-view probability at each point's pixel, the score :func:`lift_heatmaps`
+    maximises: (V, R, R) maps and (N, 3) cube points -> (N,)."""
+    plane, _ = cube_to_view(points_cube)
+    pixel = pixel_index(plane, probabilities.shape[-1])  # (N, V, 2) column, row
+    views = torch.arange(probabilities.shape[0], device=pixel.device).expand(pixel.shape[0], -1)
+    return probabilities[views, pixel[..., 1], pixel[..., 0]].mean(-1)
+
+
+def lift_with_coarse_prior(
+    fine: Tensor, coarse: Tensor, fine_frame: CubeFrame, coarse_frame: CubeFrame, weight: float
+) -> Tensor:
+    """The fine-cube anchor that maximises ``fine score x coarse score ** weight``: a product of the two
+    stages' opinions. Where the fine views show nothing that fixes the target (a point in the air far from
+    any object), the fine score is flat and the coarse stage's point wins; where they do, the sharper fine
+    score wins. ``weight`` 0 is :func:`lift_heatmaps` of ``fine`` (up to ties).
+
+    Args:
+        fine, coarse: (B, V, R, R) per-view probability maps of the fine and the coarse stage.
+        fine_frame, coarse_frame: their cubes (the fine one inside the coarse one).
+    Returns:
+        (B, 3) fine-cube coordinates of the best anchor.
+    """
+    res = fine.shape[-1]
+    axis = -1.0 + (2.0 * torch.arange(res, dtype=torch.float32, device=fine.device) + 1.0) / res
+    anchors = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).view(-1, 3)
+    out = []
+    for b in range(fine.shape[0]):
+        frame = CubeFrame(fine_frame.center[b : b + 1], fine_frame.half_size[b : b + 1])
+        world = frame.to_world(anchors[None])[0]
+        to_coarse = CubeFrame(coarse_frame.center[b : b + 1], coarse_frame.half_size[b : b + 1])
+        score = view_scores(fine[b].float(), anchors).clamp_min(1e-12).log()
+        prior = view_scores(coarse[b].float(), to_coarse.to_cube(world[None])[0]).clamp_min(1e-12).log()
+        out.append(anchors[int((score + weight * prior).argmax())])
+    return torch.stack(out)
+
+
 def gaussian_heatmaps(pixel: Tensor, resolution: int, sigma: float) -> Tensor:
     """Soft targets: (B, V, 2) continuous pixel (u, v) -> (B, V, R, R) normalised Gaussians.
 
