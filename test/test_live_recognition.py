@@ -273,7 +273,7 @@ def test_perception_node_watches_the_checkpoints_camera_only(checkpoint, one_tor
         rclpy.shutdown(context=context)
 
 
-def test_nodes_take_an_inference_precision_and_refuse_an_unknown_one(checkpoint, one_torch_thread):
+def test_nodes_take_an_inference_precision_and_coarse_prior_and_refuse_bad_ones(checkpoint, one_torch_thread):
     require_module("rclpy")
     import rclpy
     from rclpy.parameter import Parameter
@@ -296,6 +296,14 @@ def test_nodes_take_an_inference_precision_and_refuse_an_unknown_one(checkpoint,
             node = start(node_type, "bf16")
             assert node.agent.precision == "bf16"
             node.destroy_node()
+        # the policy's coarse prior (MirrorAgent.coarse_prior): a weight, never negative
+        prior = [Parameter("checkpoint", value=str(checkpoint)), Parameter("coarse_prior", value=1.5)]
+        node = PolicyNode(context=context, parameter_overrides=prior)
+        assert node.agent.coarse_prior == 1.5
+        node.destroy_node()
+        with pytest.raises(NodeStartupError, match="'coarse_prior' must be >= 0"):
+            negative = [*prior[:1], Parameter("coarse_prior", value=-1.0)]
+            PolicyNode(context=context, parameter_overrides=negative)
     finally:
         rclpy.shutdown(context=context)
 

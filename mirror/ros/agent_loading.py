@@ -14,17 +14,23 @@ from mirror_common.ros.node_runtime import NodeStartupError
 
 
 def load_agent(
-    checkpoint: str, device: str = "cpu", threads: int = 0, precision: str = "fp32"
+    checkpoint: str,
+    device: str = "cpu",
+    threads: int = 0,
+    precision: str = "fp32",
+    coarse_prior: float = 0.0,
 ) -> tuple[MirrorAgent, Path]:
     """``(MirrorAgent, resolved checkpoint directory)``; :class:`NodeStartupError` when it cannot be loaded.
 
     ``threads`` > 0 caps torch's intra-op threads (several model processes share small machines);
-    ``precision`` is :class:`MirrorAgent`'s (fp32, bf16 or fp16 autocast).
+    ``precision`` and ``coarse_prior`` are :class:`MirrorAgent`'s.
     """
     if precision not in INFERENCE_PRECISIONS:
         raise NodeStartupError(
             f"parameter 'precision' must be one of {INFERENCE_PRECISIONS}, got {precision!r}"
         )
+    if not coarse_prior >= 0:
+        raise NodeStartupError(f"parameter 'coarse_prior' must be >= 0, got {coarse_prior!r}")
     if not isinstance(checkpoint, str) or not checkpoint.strip():
         raise NodeStartupError(
             "parameter 'checkpoint' is empty: pass checkpoint:=<MirrorModel checkpoint dir>"
@@ -38,7 +44,7 @@ def load_agent(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        agent = MirrorAgent.from_pretrained(path, device=device, precision=precision)
+        agent = MirrorAgent.from_pretrained(path, device, precision, coarse_prior)
     except (MirrorError, OSError, RuntimeError, ValueError) as err:
         raise NodeStartupError(f"cannot load checkpoint {path}: {err}") from err
     return agent, path

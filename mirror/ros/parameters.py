@@ -16,6 +16,7 @@ POLICY_PARAMETERS: dict[str, object] = {
     "device": "cpu",
     "threads": 0,  # torch intra-op threads, 0 = torch's default
     "precision": "fp32",  # inference compute: fp32, or bf16 / fp16 autocast (float32 weights)
+    "coarse_prior": 0.0,  # weight of ARP's coarse stage in placing a keyframe (MirrorAgent); 0 = as trained
     "max_set_age": 0.5,  # s; older camera sets are stale
     "observation_timeout": 2.0,  # s without a usable set, while an action is due, before a warning
     "max_invalid_depth_fraction": 0.5,

@@ -35,6 +35,7 @@ from mirror.ros.parameters import POLICY_PARAMETERS
 from mirror.ros.policy_messages import PolicyActionInfo, PolicyState
 from mirror.ros.topics import (
     PARAM_CHECKPOINT,
+    PARAM_COARSE_PRIOR,
     PARAM_DEVICE,
     PARAM_PRECISION,
     PARAM_THREADS,
@@ -85,6 +86,7 @@ class PolicyNode(Node):
                 self._param(PARAM_DEVICE),
                 int(self._param(PARAM_THREADS)),
                 self._param(PARAM_PRECISION),
+                float(self._param(PARAM_COARSE_PRIOR)),
             )
             arp = self.agent.model.arp.config
             size = (arp.camera_resolution, arp.camera_resolution)

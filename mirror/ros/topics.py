@@ -26,6 +26,7 @@ PARAM_CHECKPOINT = "checkpoint"
 PARAM_DEVICE = "device"
 PARAM_THREADS = "threads"
 PARAM_PRECISION = "precision"
+PARAM_COARSE_PRIOR = "coarse_prior"
 
 
 def events_qos() -> QoSProfile:
