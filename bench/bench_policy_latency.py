@@ -1,7 +1,7 @@
 """Policy latency benchmark: the bridge and the policy node as processes, a timing client in this one.
 
     .venv/bin/python bench/bench_policy_latency.py [--actions 30] [--checkpoint DIR] [--threads 0]
-                                                   [--publish-rate 10] [--domain-id 219] [--warmup 3]
+        [--publish-rate 10] [--domain-id 219] [--warmup 3] [--coarse-prior 0]
 
 The bridge runs one-action episodes (``max_steps 1``); for each episode this process resets the bridge and
 times the policy's answer: the policy's own inference time (``MirrorAgent.act``, from ``policy_actions``),
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=30)
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=0, help="policy torch threads (0 = torch default)")
+    parser.add_argument(
+        "--coarse-prior", type=float, default=0.0, help="the policy's coarse_prior parameter (0 = as trained)"
+    )
     parser.add_argument("--publish-rate", type=float, default=10.0, help="bridge idle camera-set rate, Hz")
     parser.add_argument("--domain-id", type=int, default=219)
     parser.add_argument("--warmup", type=int, default=3, help="first actions left out of the statistics")
@@ -90,6 +93,7 @@ def main() -> None:
     from mirror.ros.policy_messages import PolicyActionInfo, PolicyState
     from mirror.ros.topics import POLICY_ACTIONS_TOPIC, POLICY_STATE_TOPIC, events_qos
     from mirror_common.ros.qos import command_qos, latched_qos
+    from sim_bridge.ros.instructions import instruction_id
     from sim_bridge.ros.messages import stamp_to_ns, status_from_message
 
     params = REPO / "config" / "sim.yaml"
@@ -98,7 +102,7 @@ def main() -> None:
         "-p", "max_steps:=1", "-p", "seed:=-1", "-p", f"publish_rate:={args.publish_rate}",
     ]  # fmt: skip
     policy_cmd = node_command(node_spec("policy"), params, {"checkpoint": str(checkpoint)}) + [
-        "-p", f"threads:={args.threads}",
+        "-p", f"threads:={args.threads}", "-p", f"coarse_prior:={args.coarse_prior}",
     ]  # fmt: skip
     os.environ.update(env)
     bridge = start(bridge_cmd, workdir / "bridge.log")
@@ -162,7 +166,8 @@ def main() -> None:
         print(f"stack up in {time.monotonic() - started:.1f} s; checkpoint {checkpoint}")
         instruction = states[-1].vocabulary[0]
         instruction_pub.publish(String(data=instruction))
-        wait(lambda: states[-1].instruction == instruction, 30, "the instruction acknowledgement")
+        acknowledged = instruction_id(instruction)
+        wait(lambda: states[-1].instruction_id == acknowledged, 30, "the instruction acknowledgement")
         for i in range(args.actions):
             before_episode, before_actions = statuses[-1].episode, len(infos)
             node.get_logger().info(f"action {i + 1}/{args.actions}")
