@@ -174,49 +174,51 @@ def view_to_cube(view: int, pixel: Tensor, depth: Tensor, resolution: int) -> Te
     return (local * signs)[..., inverse]
 
 
+def view_sum_grid(maps: Tensor) -> Tensor:
+    """(V, R, R) per-view maps -> (R, R, R) grid over the cube's pixel-centred anchors, indexed [x, y, z], of
+    the sum over views of each anchor's pixel value (orthographic, axis-aligned views: a broadcast sum)."""
+    views, res, _ = maps.shape
+    if views != NUM_VIEWS:
+        raise ValueError(f"expected {NUM_VIEWS} views, got {views}")
+    rot = view_rotations(dtype=torch.float32)
+    score = maps.new_zeros((res, res, res))
+    for v in range(views):
+        col_axis = int(rot[v, 0].abs().argmax())
+        row_axis = int(rot[v, 1].abs().argmax())
+        depth_axis = 3 - col_axis - row_axis
+        h = maps[v]
+        if rot[v, 1, row_axis] < 0:
+            h = h.flip(0)
+        if rot[v, 0, col_axis] < 0:
+            h = h.flip(1)
+        if row_axis > col_axis:
+            h = h.transpose(0, 1)
+        score = score + h.unsqueeze(depth_axis)
+    return score
+
+
+def _best_anchor(score: Tensor) -> Tensor:
+    """Cube coordinates (3,) of the best anchor of an (R, R, R) grid (anchors at -1 + (2i + 1) / R)."""
+    res = score.shape[0]
+    flat = int(score.reshape(-1).argmax())
+    idx = torch.tensor([flat // (res * res), (flat // res) % res, flat % res], dtype=torch.float32)
+    return -1.0 + (2.0 * idx + 1.0) / res
+
+
 def lift_heatmaps(probabilities: Tensor) -> Tensor:
     """The cube point whose projections score best: argmax over pixel-centred anchors of the view average.
 
     With axis-aligned orthographic views the score factorises, score(x, y, z) = 1/3 sum_v P_v(row_v, col_v),
-    so it is a broadcast sum over an R^3 grid (no 3D sampling needed).
+    so it is a broadcast sum over an R^3 grid (:func:`view_sum_grid`, no 3D sampling needed).
 
     Args:
         probabilities: (B, V, R, R) per-view probability (or score) maps indexed [row, column].
     Returns:
         (B, 3) cube coordinates of the best anchor (anchors at -1 + (2i + 1) / R).
     """
-    batch, views, res, _ = probabilities.shape
-    if views != NUM_VIEWS:
-        raise ValueError(f"expected {NUM_VIEWS} views, got {views}")
-    rot = view_rotations(dtype=torch.float32)
-    out = []
-    for b in range(batch):  # one R^3 grid at a time bounds memory (R = 224: 45 MB)
-        score = probabilities.new_zeros((res, res, res))
-        for v in range(views):
-            col_axis = int(rot[v, 0].abs().argmax())
-            row_axis = int(rot[v, 1].abs().argmax())
-            depth_axis = 3 - col_axis - row_axis
-            h = probabilities[b, v]
-            if rot[v, 1, row_axis] < 0:
-                h = h.flip(0)
-            if rot[v, 0, col_axis] < 0:
-                h = h.flip(1)
-            if row_axis > col_axis:
-                h = h.transpose(0, 1)
-            score = score + h.unsqueeze(depth_axis)
-        flat = int(score.reshape(-1).argmax())
-        idx = torch.tensor([flat // (res * res), (flat // res) % res, flat % res], dtype=torch.float32)
-        out.append(-1.0 + (2.0 * idx + 1.0) / res)
+    # one R^3 grid at a time bounds memory (R = 224: 45 MB)
+    out = [_best_anchor(view_sum_grid(maps)) for maps in probabilities]
     return torch.stack(out).to(probabilities.device)
-
-
-def view_scores(probabilities: Tensor, points_cube: Tensor) -> Tensor:
-    """The view average of the per-view probability at each point's pixel, the score :func:`lift_heatmaps`
-    maximises: (V, R, R) maps and (N, 3) cube points -> (N,)."""
-    plane, _ = cube_to_view(points_cube)
-    pixel = pixel_index(plane, probabilities.shape[-1])  # (N, V, 2) column, row
-    views = torch.arange(probabilities.shape[0], device=pixel.device).expand(pixel.shape[0], -1)
-    return probabilities[views, pixel[..., 1], pixel[..., 0]].mean(-1)
 
 
 def lift_with_coarse_prior(
@@ -225,7 +227,11 @@ def lift_with_coarse_prior(
     """The fine-cube anchor that maximises ``fine score x coarse score ** weight``: a product of the two
     stages' opinions. Where the fine views show nothing that fixes the target (a point in the air far from
     any object), the fine score is flat and the coarse stage's point wins; where they do, the sharper fine
-    score wins. ``weight`` 0 is :func:`lift_heatmaps` of ``fine`` (up to ties).
+    score wins. ``weight`` 0 is :func:`lift_heatmaps` of ``fine``.
+
+    Both cubes are axis-aligned and seen by the same views, so each fine-view pixel's ray stays within one
+    coarse pixel of that view: the coarse maps are resampled onto the fine views' pixels, and both scores
+    are broadcast sums over the fine anchors as in :func:`lift_heatmaps`.
 
     Args:
         fine, coarse: (B, V, R, R) per-view probability maps of the fine and the coarse stage.
@@ -233,18 +239,24 @@ def lift_with_coarse_prior(
     Returns:
         (B, 3) fine-cube coordinates of the best anchor.
     """
-    res = fine.shape[-1]
-    axis = -1.0 + (2.0 * torch.arange(res, dtype=torch.float32, device=fine.device) + 1.0) / res
-    anchors = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).view(-1, 3)
+    batch, views, res, _ = fine.shape
+    centres = torch.arange(res, dtype=torch.float32, device=fine.device)
+    pixel = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # [row, col] -> (u, v)
+    middle = torch.ones_like(pixel[..., 0])  # each pixel's ray at mid-depth
     out = []
-    for b in range(fine.shape[0]):
-        frame = CubeFrame(fine_frame.center[b : b + 1], fine_frame.half_size[b : b + 1])
-        world = frame.to_world(anchors[None])[0]
-        to_coarse = CubeFrame(coarse_frame.center[b : b + 1], coarse_frame.half_size[b : b + 1])
-        score = view_scores(fine[b].float(), anchors).clamp_min(1e-12).log()
-        prior = view_scores(coarse[b].float(), to_coarse.to_cube(world[None])[0]).clamp_min(1e-12).log()
-        out.append(anchors[int((score + weight * prior).argmax())])
-    return torch.stack(out)
+    for b in range(batch):
+        fine_b = CubeFrame(fine_frame.center[b : b + 1], fine_frame.half_size[b : b + 1])
+        coarse_b = CubeFrame(coarse_frame.center[b : b + 1], coarse_frame.half_size[b : b + 1])
+        resampled = []
+        for v in range(views):
+            rays = view_to_cube(v, pixel, middle, res).view(1, -1, 3)
+            plane, _ = cube_to_view(coarse_b.to_cube(fine_b.to_world(rays))[0])
+            index = pixel_index(plane[:, v], res)
+            resampled.append(coarse[b, v, index[:, 1], index[:, 0]].view(res, res))
+        score = view_sum_grid(fine[b].float()).clamp_min(1e-12).log()
+        prior = view_sum_grid(torch.stack(resampled).float()).clamp_min(1e-12).log()
+        out.append(_best_anchor(score + weight * prior))
+    return torch.stack(out).to(fine.device)
 
 
 def gaussian_heatmaps(pixel: Tensor, resolution: int, sigma: float) -> Tensor:
