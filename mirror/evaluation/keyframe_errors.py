@@ -156,6 +156,11 @@ def keyframe_errors(
     return errors
 
 
+def share(values: Sequence[float], test: Callable[[float], bool]) -> float:
+    """Percentage of ``values`` that pass ``test``."""
+    return 100.0 * sum(1 for v in values if test(v)) / len(values)
+
+
 def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | str]]:
     """Per task, then over all tasks: count, position mean / median and the shares within 1 cm, within 2 cm
     and beyond 5 cm, the share of first keyframes (step 0) beyond 5 cm, rotation median and the share beyond
@@ -175,9 +180,6 @@ def summarise(errors: Sequence[KeyframeError]) -> list[dict[str, float | int | s
         first = [e.position_cm for e in group if e.step == 0]
         coarse = [e.coarse_cm for e in group if math.isfinite(e.coarse_cm)]
         first_coarse = [e.coarse_cm for e in group if e.step == 0 and math.isfinite(e.coarse_cm)]
-
-        def share(values: list[float], test) -> float:  # noqa: ANN001 - a predicate
-            return 100.0 * sum(1 for v in values if test(v)) / len(values)
 
         values = (
             task,
@@ -215,9 +217,9 @@ def summarise_steps(errors: Sequence[KeyframeError]) -> list[dict[str, float | i
             step,
             len(group),
             statistics.median(position),
-            100.0 * sum(v > 5.0 for v in position) / len(position),
+            share(position, lambda v: v > 5.0),
             statistics.median(coarse) if coarse else math.nan,
-            100.0 * sum(v > 5.0 for v in coarse) / len(coarse) if coarse else math.nan,
+            share(coarse, lambda v: v > 5.0) if coarse else math.nan,
             statistics.median(e.rotation_deg for e in group),
         )
         rows.append(dict(zip(STEP_COLUMNS, values)))
@@ -243,18 +245,26 @@ def _write_per_model(
     rows = [{"model": name, **{k: _format(v) for k, v in asdict(e).items()}}
             for name, errors in results.items() for e in errors]  # fmt: skip
     write_csv(rows_path, ("model", *fields), rows)
+    _write_summary(summary_path, results, summarise_rows, summary_columns)
+
+
+def _write_summary(
+    path: Path,
+    results: dict[str, list[Any]],
+    summarise_rows: Callable[[list[Any]], list[dict[str, float | int | str]]],
+    columns: tuple[str, ...],
+) -> None:
+    """One row per model and row of ``summarise_rows`` of its records."""
     summary = [{"model": name, **{k: _format(v) for k, v in row.items()}}
                for name, errors in results.items() for row in summarise_rows(errors)]  # fmt: skip
-    write_csv(summary_path, ("model", *summary_columns), summary)
+    write_csv(path, ("model", *columns), summary)
 
 
 def write_errors(out: Path, results: dict[str, list[KeyframeError]]) -> None:
     """The three CSVs of the module docstring for ``{model name: errors}``."""
     paths = (out / ERRORS_NAME, out / SUMMARY_NAME)
     _write_per_model(paths, KeyframeError, results, summarise, SUMMARY_COLUMNS)
-    steps = [{"model": name, **{k: _format(v) for k, v in row.items()}}
-             for name, errors in results.items() for row in summarise_steps(errors)]  # fmt: skip
-    write_csv(out / STEPS_NAME, ("model", *STEP_COLUMNS), steps)
+    _write_summary(out / STEPS_NAME, results, summarise_steps, STEP_COLUMNS)
 
 
 def write_approach(out: Path, results: dict[str, list[ApproachError]]) -> None:

@@ -243,14 +243,14 @@ def lift_with_coarse_prior(
     centres = torch.arange(res, dtype=torch.float32, device=fine.device)
     pixel = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # [row, col] -> (u, v)
     middle = torch.ones_like(pixel[..., 0])  # each pixel's ray at mid-depth
+    rays = [view_to_cube(v, pixel, middle, res).view(1, -1, 3) for v in range(views)]
     out = []
     for b in range(batch):
         fine_b = CubeFrame(fine_frame.center[b : b + 1], fine_frame.half_size[b : b + 1])
         coarse_b = CubeFrame(coarse_frame.center[b : b + 1], coarse_frame.half_size[b : b + 1])
         resampled = []
         for v in range(views):
-            rays = view_to_cube(v, pixel, middle, res).view(1, -1, 3)
-            plane, _ = cube_to_view(coarse_b.to_cube(fine_b.to_world(rays))[0])
+            plane, _ = cube_to_view(coarse_b.to_cube(fine_b.to_world(rays[v]))[0])
             index = pixel_index(plane[:, v], res)
             resampled.append(coarse[b, v, index[:, 1], index[:, 0]].view(res, res))
         score = view_sum_grid(fine[b].float()).clamp_min(1e-12).log()
