@@ -21,9 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mirror.agent import MirrorAgent
-from mirror.evaluation.episode_data import keyframes_and_seed, load_observations
+from mirror.evaluation.episode_data import demo_keyframes, load_observations
 from mirror.evaluation.held_out import HeldOutEpisode
-from sim_bridge.dataset import load_episode
 
 APPROACH_NAME = "approach.csv"
 APPROACH_SUMMARY_NAME = "approach_summary.csv"
@@ -58,14 +57,12 @@ def approach_errors(
     cameras = list(agent.model.arp.config.cameras)
     errors: list[ApproachError] = []
     for episode in tqdm(episodes, desc="approach", unit="ep", disable=not progress):
-        first = keyframes_and_seed(episode)[0][0]
+        low_dim, keyframes = demo_keyframes(episode)
+        first = keyframes[0]
         frames = [int(round(f * first)) for f in fractions]
         observations = load_observations(episode, sorted(set(frames)), cameras)
         by_frame = dict(zip(sorted(set(frames)), observations))
-        start, target = (
-            np.asarray(o.gripper_pose[:3], dtype=np.float64)
-            for o in load_episode(episode.record, cameras=[], frames=[0, first]).observations
-        )
+        start, target = (np.asarray(low_dim[f].gripper_pose[:3], dtype=np.float64) for f in (0, first))
         for fraction, frame in zip(fractions, frames):
             observation = by_frame[frame]
             action, _ = agent.act(observation, episode.instruction, 0)

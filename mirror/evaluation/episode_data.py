@@ -36,13 +36,19 @@ class EpisodeVideo:
         return self._taken[key]
 
 
-def keyframes_and_seed(episode: HeldOutEpisode) -> tuple[list[int], int | None]:
-    """PerAct keyframes of the demo and the simulator seed it was generated from (None for foreign data)."""
+def demo_keyframes(episode: HeldOutEpisode) -> tuple[list[Observation], list[int]]:
+    """Every frame of the demo without images (gripper poses, seed) and its PerAct keyframes: one read."""
     low_dim = load_episode(episode.record, cameras=[])
     keyframes = discover_keyframes(low_dim.observations)
     if not keyframes:
         raise DatasetError(f"{episode.record.path} has no keyframes ({low_dim.length} frames)")
-    seed = low_dim.observations[0].extra_misc.get(SEED_KEY) if low_dim.observations else None
+    return low_dim.observations, keyframes
+
+
+def keyframes_and_seed(episode: HeldOutEpisode) -> tuple[list[int], int | None]:
+    """PerAct keyframes of the demo and the simulator seed it was generated from (None for foreign data)."""
+    low_dim, keyframes = demo_keyframes(episode)
+    seed = low_dim[0].extra_misc.get(SEED_KEY) if low_dim else None
     return keyframes, (int(seed) if seed is not None else None)
 
 

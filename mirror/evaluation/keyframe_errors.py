@@ -61,7 +61,7 @@ from mirror.evaluation.approach_errors import (
     approach_errors,
     summarise_approach,
 )
-from mirror.evaluation.episode_data import keyframes_and_seed, load_observations, policy_frames
+from mirror.evaluation.episode_data import demo_keyframes, load_observations, policy_frames
 from mirror.evaluation.held_out import SPLIT_PARTS, HeldOutEpisode, held_out_from_dataset, held_out_from_split
 from mirror.evaluation.model_source import resolve_checkpoint
 from mirror.evaluation.reporting import write_csv
@@ -69,7 +69,6 @@ from mirror_common.cli import EXIT_USAGE, console_main
 from mirror_common.outputs import prepare_output_directory
 from mirror_policy.arp.action_tokens import quaternion_angle_deg
 from sim_bridge.actions import MAX_KEYFRAMES
-from sim_bridge.dataset import load_episode
 
 log = logging.getLogger("keyframe_errors")
 
@@ -127,10 +126,10 @@ def keyframe_errors(
     errors: list[KeyframeError] = []
     for episode in tqdm(episodes, desc="keyframes", unit="ep", disable=not progress):
         other = other_variation_instruction(episode.task, episode.instruction, vocabulary)
-        keyframes, _ = keyframes_and_seed(episode)
+        low_dim, keyframes = demo_keyframes(episode)
         frames = policy_frames(keyframes)
         observations = load_observations(episode, [frame for frame, _ in frames], cameras)
-        targets = load_episode(episode.record, cameras=[], frames=list(keyframes)).observations
+        targets = [low_dim[frame] for frame in keyframes]
         for observation, (_, step), target in zip(observations, frames, targets):
             action, _, coarse = agent.predict(observation, episode.instruction, min(step, MAX_KEYFRAMES - 1))
             shift = math.nan
