@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for name, model in results["models"].items():
         log.info("%s: %s", name, _headline(model))
-    log.info("wrote %s", ", ".join(sorted(results["files"].values())))
+    log.info("wrote %s in %s", ", ".join(sorted(results["files"].values())), args.out)
     return 0
 
 

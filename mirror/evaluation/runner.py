@@ -399,19 +399,25 @@ def run_evaluation(
             evaluations.append(evaluation)
             results["models"][name] = evaluation.results
             if name in video_dirs:
-                results["files"][f"videos_{name}"] = str(video_dirs[name])
+                results["files"][f"videos_{name}"] = _relative(video_dirs[name], out_dir)
             if name in cloud_dirs:
-                results["files"][f"point_clouds_{name}"] = str(cloud_dirs[name])
+                results["files"][f"point_clouds_{name}"] = _relative(cloud_dirs[name], out_dir)
             if evaluation.pairs is not None:
                 path = _save_embeddings(out_dir, name, evaluation.pairs)
-                results["files"][f"aligned_embeddings_{name}"] = str(path)
+                results["files"][f"aligned_embeddings_{name}"] = _relative(path, out_dir)
             write_results(out_dir, results)
     finally:
         for simulator in own_envs.values():
             simulator.close()
     results["files"].update(_figures(evaluations, settings, out_dir))
-    results["files"].update({k: str(v) for k, v in write_results(out_dir, results).items()})
+    results["files"].update({k: _relative(v, out_dir) for k, v in write_results(out_dir, results).items()})
     return results
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    """``path`` as results.json records it: relative to the results folder, so that the folder can be moved
+    or committed whole without pointing outside itself."""
+    return path.relative_to(out_dir).as_posix()
 
 
 def _output_dirs(root: Path, names: Sequence[str], what: str) -> dict[str, Path]:
@@ -445,21 +451,24 @@ def _figures(evaluations: Sequence[ModelEvaluation], settings: EvaluationSetting
             if key in e.results:
                 executions[label] = e.results[key]
     if executions:
-        files["success_plot"] = str(plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT))
+        path = plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT)
+        files["success_plot"] = _relative(path, out_dir)
     recognitions = {e.name: e.results["recognition"] for e in evaluations if "recognition" in e.results}
     if recognitions:
-        files["recognition_plot"] = str(
-            plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT)
+        files["recognition_plot"] = _relative(
+            plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT), out_dir
         )
         for name, recognition in recognitions.items():
             path = out_dir / plots.confusion_plot_name(name)
-            files[f"confusion_plot_{name}"] = str(plots.plot_confusion(recognition["confusion"], path, name))
+            files[f"confusion_plot_{name}"] = _relative(
+                plots.plot_confusion(recognition["confusion"], path, name), out_dir
+            )
     pairs = {e.name: e.pairs for e in evaluations if e.pairs is not None}
     if pairs:
         path, methods = plots.plot_aligned_space(
             pairs, out_dir / plots.TSNE_PLOT, max_points=settings.tsne_max_points
         )
-        files["tsne_plot"] = str(path)
+        files["tsne_plot"] = _relative(path, out_dir)
         for e in evaluations:
             if e.name in methods:
                 e.results["alignment"]["projection"] = methods[e.name]
