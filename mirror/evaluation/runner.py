@@ -409,15 +409,20 @@ def run_evaluation(
     finally:
         for simulator in own_envs.values():
             simulator.close()
-    results["files"].update(_figures(evaluations, settings, out_dir))
-    results["files"].update({k: _relative(v, out_dir) for k, v in write_results(out_dir, results).items()})
+    figures = _figures(evaluations, settings, out_dir)
+    results["files"].update(_relative_paths(figures, out_dir))  # before write_results: results.json has them
+    results["files"].update(_relative_paths(write_results(out_dir, results), out_dir))
     return results
 
 
 def _relative(path: Path, out_dir: Path) -> str:
-    """``path`` as results.json records it: relative to the results folder, so that the folder can be moved
-    or committed whole without pointing outside itself."""
+    """``path`` as results.json's ``files`` records it: relative to the results folder, so that the index
+    stays true wherever the folder is moved or committed."""
     return path.relative_to(out_dir).as_posix()
+
+
+def _relative_paths(paths: dict[str, Path], out_dir: Path) -> dict[str, str]:
+    return {key: _relative(path, out_dir) for key, path in paths.items()}
 
 
 def _output_dirs(root: Path, names: Sequence[str], what: str) -> dict[str, Path]:
@@ -443,32 +448,29 @@ def _save_embeddings(out_dir: Path, name: str, pairs: AlignmentPairs) -> Path:
     return path
 
 
-def _figures(evaluations: Sequence[ModelEvaluation], settings: EvaluationSettings, out_dir: Path) -> dict:
-    files: dict[str, str] = {}
+def _figures(
+    evaluations: Sequence[ModelEvaluation], settings: EvaluationSettings, out_dir: Path
+) -> dict[str, Path]:
+    files: dict[str, Path] = {}
     executions = {}
     for e in evaluations:  # each model beside its instruction-blind control
         for key, label in (("execution", e.name), ("execution_blind", f"{e.name} (instruction-blind)")):
             if key in e.results:
                 executions[label] = e.results[key]
     if executions:
-        path = plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT)
-        files["success_plot"] = _relative(path, out_dir)
+        files["success_plot"] = plots.plot_success(executions, out_dir / plots.SUCCESS_PLOT)
     recognitions = {e.name: e.results["recognition"] for e in evaluations if "recognition" in e.results}
     if recognitions:
-        files["recognition_plot"] = _relative(
-            plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT), out_dir
-        )
+        files["recognition_plot"] = plots.plot_recognition(recognitions, out_dir / plots.RECOGNITION_PLOT)
         for name, recognition in recognitions.items():
             path = out_dir / plots.confusion_plot_name(name)
-            files[f"confusion_plot_{name}"] = _relative(
-                plots.plot_confusion(recognition["confusion"], path, name), out_dir
-            )
+            files[f"confusion_plot_{name}"] = plots.plot_confusion(recognition["confusion"], path, name)
     pairs = {e.name: e.pairs for e in evaluations if e.pairs is not None}
     if pairs:
         path, methods = plots.plot_aligned_space(
             pairs, out_dir / plots.TSNE_PLOT, max_points=settings.tsne_max_points
         )
-        files["tsne_plot"] = _relative(path, out_dir)
+        files["tsne_plot"] = path
         for e in evaluations:
             if e.name in methods:
                 e.results["alignment"]["projection"] = methods[e.name]
